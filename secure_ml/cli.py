@@ -1,0 +1,150 @@
+"""The ``secure-ml`` command (also ``python -m secure_ml``).
+
+    secure-ml run SPEC [--out DIR] [--set key.path=value ...] [--timeout S]
+    secure-ml party SPEC --rank R [--master-addr A --master-port P] [--out DIR]
+    secure-ml dealer SPEC [--master-addr A --master-port P] [--out DIR]
+    secure-ml spec check SPEC [--set ...]
+
+Every failure ends with one line on stderr that names the cause (and the party,
+for a party failure) and a non-zero exit code from ``secure_ml.errors``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from secure_ml.errors import SecureMLError, exit_code_for
+from secure_ml.spec import Spec, load_spec, spec_from_dict
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="secure-ml", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run every party of SPEC on this host")
+    _spec_args(run)
+    run.add_argument("--out", default="runs/latest", help="output folder (default runs/latest)")
+    run.add_argument("--timeout", type=float, help="seconds before the whole run is stopped")
+    run.add_argument("--quiet", action="store_true", help="no live view")
+
+    for name, helptext in (
+        ("party", "run one party (one host of a multi-host run)"),
+        ("dealer", "run the trusted third party (dealer) on its own host"),
+    ):
+        p = sub.add_parser(name, help=helptext)
+        _spec_args(p)
+        if name == "party":
+            p.add_argument("--rank", type=int, help="this party's rank (default: $RANK)")
+        p.add_argument("--master-addr", help="rank 0's address (default: $MASTER_ADDR)")
+        p.add_argument("--master-port", type=int, help="rank 0's port (default: $MASTER_PORT)")
+        p.add_argument("--out", default="runs/party", help="this party's output folder")
+        p.add_argument("--control", help=argparse.SUPPRESS)
+        p.add_argument("--function", help=argparse.SUPPRESS)
+        p.add_argument("--exit-if-orphaned", action="store_true", help=argparse.SUPPRESS)
+
+    spec = sub.add_parser("spec", help="work with spec files")
+    spec_sub = spec.add_subparsers(dest="spec_command", required=True)
+    check = spec_sub.add_parser("check", help="validate SPEC and print its summary")
+    _spec_args(check)
+    return parser
+
+
+def _spec_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("spec", help="spec file (TOML)")
+    p.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE",
+        help="override a spec value, e.g. --set train.epochs=3 (repeatable)",
+    )  # fmt: skip
+
+
+def _load(path: str, overrides: Sequence[str]) -> Spec:
+    if path.endswith(".json"):  # the resolved spec a launcher hands its children
+        data = json.loads(Path(path).read_text())
+        return spec_from_dict(data["spec"], source=data["source"])
+    return load_spec(path, overrides)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "run":
+            return _run(args)
+        if args.command in ("party", "dealer"):
+            return _party(args)
+        return _spec_check(args)
+    except (SecureMLError, KeyboardInterrupt) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return exit_code_for(error)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from secure_ml.api import run_protocol
+
+    spec = _load(args.spec, args.set)
+    view = None if args.quiet else (lambda line: print(line, flush=True))
+    result = run_protocol(spec, out=args.out, timeout=args.timeout, view=view)
+    print(_summary(result, args.out))
+    return 0
+
+
+def _summary(result: dict[str, Any], out: str) -> str:
+    m = result["metrics"]
+    lines = [f"{result['protocol']} finished in {result['timings']['total']:.1f}s"]
+    for key in ("accuracy", "plaintext_accuracy", "mse", "plaintext_mse"):
+        if m.get(key) is not None:
+            lines.append(f"  {key:<20} {m[key]:.4f}")
+    comm = result["comm"]
+    lines.append(f"  {'bytes (all parties)':<20} {comm['bytes']:,}")
+    lines.append(f"  {'rounds':<20} {comm['rounds']:,}")
+    for what, receivers in result["revealed_to"].items():
+        lines.append(f"  revealed {what} to {', '.join(receivers)}")
+    lines.append(f"  results in {out}/result.json, logs in {out}/logs/")
+    return "\n".join(lines)
+
+
+def _party(args: argparse.Namespace) -> int:
+    from secure_ml.launch.env import read_party_env
+    from secure_ml.launch.party import Job, run_party
+
+    spec = _load(args.spec, args.set)
+    rank = spec.roster.world_size if args.command == "dealer" else args.rank
+    if args.command == "dealer" and spec.roster.dealer is None:
+        print("error: this spec has no dealer (dealer = 'tfp')", file=sys.stderr)
+        return 2
+    env = read_party_env(rank=rank, master_addr=args.master_addr, master_port=args.master_port)
+    out = Path(args.out)
+    code = run_party(
+        spec,
+        rank=env.rank,
+        rendezvous=env.rendezvous,
+        out_dir=out,
+        control_dir=Path(args.control) if args.control else out / ".control",
+        job=Job(function_file=Path(args.function) if args.function else None),
+        exit_if_orphaned=args.exit_if_orphaned,
+    )
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # After a failure, peers may still hold gloo connections to us; exiting
+    # hard avoids waiting in their destructors. Status is already written.
+    if code != 0:
+        os._exit(code)
+    return code
+
+
+def _spec_check(args: argparse.Namespace) -> int:
+    spec = _load(args.spec, args.set)
+    roster = spec.roster
+    print(f"{args.spec}: ok ({spec.protocol.name}, spec hash {spec.hash[:16]})")
+    for party in roster.processes:
+        print(f"  rank {party.rank}: {party.name} [{', '.join(party.roles)}]")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,43 @@
+"""What every protocol provides to the launcher and to the party entry."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from secure_ml.errors import SpecError
+    from secure_ml.session import Session
+    from secure_ml.spec import Spec
+
+Fail = Callable[[str, str], "SpecError"]
+
+
+@dataclass
+class PartyOutput:
+    """What one party reports at the end of a protocol run."""
+
+    metrics: dict[str, Any] = field(default_factory=dict)
+    artifacts: dict[str, Path] = field(default_factory=dict)
+
+
+class Protocol:
+    """A protocol: checks a spec, runs on every compute party, has a baseline."""
+
+    name: ClassVar[str]
+
+    @classmethod
+    def check_spec(cls, spec: Spec, fail: Fail) -> None:
+        """Raise ``fail(where, message)`` when the spec does not fit this protocol."""
+
+    @classmethod
+    def run(cls, session: Session) -> PartyOutput:
+        """Run this party's part (compute parties only; the dealer serves triples)."""
+        raise NotImplementedError
+
+    @classmethod
+    def plaintext_reference(cls, spec: Spec) -> dict[str, Any]:
+        """Metrics of the same computation in plaintext, where the data is public."""
+        return {}

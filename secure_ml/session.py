@@ -1,0 +1,196 @@
+"""Session: one party's runtime for one run.
+
+A ``Session`` connects this process to the other parties through our CrypTen
+communicator (bounded timeouts), applies CrypTen's configuration for this run
+only (``cfg.temp_override``; nothing global is left behind), checks that every
+party runs the same spec, and offers the two doors of the shared domain:
+``share`` (in) and ``reveal`` (out, to named receivers only).
+
+Start-up, stage by stage:
+
+1. every process (compute parties and the dealer) joins the process groups;
+2. every process sends its spec hash to all others: a mismatch stops every
+   party with ``SpecMismatchError`` (parties learn each other's spec hashes);
+3. compute parties exchange PRNG seeds with their neighbours (CrypTen's
+   pairwise seeds for sharings of zero) and, with a dealer, receive a seed from
+   it for the triples it will correct.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from secure_ml.compat import load_crypten
+from secure_ml.errors import SpecMismatchError
+from secure_ml.parties import Party
+from secure_ml.spec import Spec
+
+log = logging.getLogger("secure_ml.session")
+
+TFP_WARNING = (
+    "INSECURE DEALER: dealer = 'tfp' with insecure_dealer = true. Party 0 ({name}) "
+    "generates every Beaver triple and can therefore decrypt EVERY shared value of "
+    "this run. Use dealer = 'ttp' unless party 0 may see all data."
+)
+
+
+class Session:
+    """One party's view of a run: its identity, its communicator, share/reveal."""
+
+    def __init__(
+        self,
+        spec: Spec,
+        *,
+        rank: int,
+        rendezvous: str,
+        out_dir: str | Path,
+        progress: Callable[[str], None] | None = None,
+    ) -> None:
+        self.spec = spec
+        self.roster = spec.roster
+        self.party: Party = self.roster.by_rank(rank)
+        self.rendezvous = rendezvous
+        self.out_dir = Path(out_dir)
+        self.revealed: dict[str, list[str]] = {}
+        self.setup_seconds: float | None = None
+        self._progress = progress
+        self._stack: ExitStack | None = None
+
+    # ---------------------------------------------------------- identity --
+    @property
+    def rank(self) -> int:
+        return self.party.rank
+
+    @property
+    def name(self) -> str:
+        return self.party.name
+
+    @property
+    def world_size(self) -> int:
+        """Number of compute parties (the dealer is not counted)."""
+        return self.roster.world_size
+
+    @property
+    def is_dealer(self) -> bool:
+        return self.party.is_dealer
+
+    @property
+    def crypten(self) -> Any:
+        """The (patched) crypten module, for CrypTen ops on shares."""
+        return load_crypten()
+
+    # --------------------------------------------------------- lifecycle --
+    def __enter__(self) -> Session:
+        self.start()
+        return self
+
+    def __exit__(self, exc_type: type | None, *exc: object) -> None:
+        if exc_type is None:
+            self.close()
+        # On an error we do not shut down gracefully: peers may be blocked in a
+        # collective with us, and a polite goodbye could wait for them. The
+        # process exits and the launcher stops the others.
+
+    def start(self) -> None:
+        """Connect, check the spec, set up PRNG seeds (see the module docstring)."""
+        from secure_ml.transport import connect
+
+        started = time.perf_counter()
+        torch.set_num_threads(self.spec.launch.threads)
+        crypten = load_crypten()
+        self._stack = ExitStack()
+        self._stack.enter_context(crypten.cfg.temp_override(self._crypten_config()))
+        connect(
+            rank=self.rank,
+            world_size=self.world_size,
+            rendezvous=self.rendezvous,
+            with_dealer=self.roster.dealer is not None,
+            timeout_s=self.spec.launch.collective_timeout,
+            name=self.name,
+        )
+        self._stack.callback(self._disconnect)
+        self._check_same_spec()
+        if self.spec.protocol.dealer == "tfp":
+            log.warning(TFP_WARNING.format(name=self.roster.by_rank(0).name))
+        if not self.is_dealer:
+            crypten._setup_prng()
+            if self.roster.dealer is not None:
+                crypten.mpc.provider.ttp_provider.TTPClient._init()
+        self.setup_seconds = time.perf_counter() - started
+        log.info("session ready: %s (rank %d) in %.2fs", self.name, self.rank, self.setup_seconds)
+
+    def close(self) -> None:
+        """Leave the run: party 0 tells the dealer to stop; groups are destroyed."""
+        if self._stack is not None:
+            stack, self._stack = self._stack, None
+            stack.close()
+
+    def _crypten_config(self) -> dict[str, Any]:
+        provider = "TTP" if self.spec.protocol.dealer == "ttp" else "TFP"
+        # verbose turns on CrypTen's byte and round counters (result.json: comm)
+        return {"mpc.provider": provider, "communicator.verbose": True}
+
+    def _disconnect(self) -> None:
+        from secure_ml.transport import disconnect
+
+        crypten = load_crypten()
+        if not self.is_dealer and self.roster.dealer is not None:
+            crypten.mpc.provider.ttp_provider.TTPClient.uninit()
+        disconnect()
+
+    def _check_same_spec(self) -> None:
+        mine = (self.name, self.spec.hash)
+        everyone: list[Any] = [None] * len(self.roster.processes)
+        dist.all_gather_object(everyone, mine)
+        hashes = {name: digest for name, digest in everyone}
+        if len(set(hashes.values())) > 1:
+            listing = ", ".join(f"{n}: {h[:12]}" for n, h in hashes.items())
+            raise SpecMismatchError(
+                f"the parties were started with different specs ({listing}); start every "
+                "party with the same spec file (party-local paths and [launch] may differ)"
+            )
+
+    # ------------------------------------------------- the shared domain --
+    def share(
+        self,
+        value: torch.Tensor | None,
+        *,
+        owner: str,
+        limit: str = "product",
+        name: str = "value",
+    ) -> Any:
+        """Secret-share ``value`` held by party ``owner`` (others pass ``None``)."""
+        from secure_ml.sharing.mpc import share
+
+        party = self.roster.by_name(owner)
+        return share(value, owner=party, my_rank=self.rank, limit=limit, what=name)
+
+    def reveal(self, value: Any, *, to: Sequence[str], name: str = "value") -> torch.Tensor | None:
+        """Open a shared ``value`` to the parties in ``to``; everyone else gets None."""
+        from secure_ml.release import reveal
+
+        return reveal(self, value, to=to, name=name)
+
+    def record_reveal(self, name: str, receivers: list[str]) -> None:
+        known = self.revealed.setdefault(name, [])
+        known.extend(r for r in receivers if r not in known)
+
+    # -------------------------------------------------------- reporting --
+    def progress(self, message: str) -> None:
+        """Tell the launcher's live view what this party is doing."""
+        log.info("progress: %s", message)
+        if self._progress is not None:
+            self._progress(message)
+
+    def comm_stats(self) -> dict[str, float]:
+        """This party's bytes and rounds so far (CrypTen's counters)."""
+        stats = load_crypten().communicator.get().get_communication_stats()
+        return {"bytes": int(stats["bytes"]), "rounds": int(stats["rounds"])}
