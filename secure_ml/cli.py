@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from secure_ml.errors import SecureMLError, exit_code_for
+from secure_ml.errors import SecureMLError, SpecError, exit_code_for
 from secure_ml.spec import Spec, load_spec, spec_from_dict
 
 
@@ -113,6 +113,11 @@ def _party(args: argparse.Namespace) -> int:
     from secure_ml.launch.party import Job, run_party
 
     spec = _load(args.spec, args.set)
+    if args.command == "party" and spec.protocol.name == "python" and not args.function:
+        raise SpecError(
+            f"{args.spec}: [protocol] name = 'python' runs a user function; start it "
+            "with secure_ml.run(fn, spec), or pass the function to every party"
+        )
     rank = spec.roster.world_size if args.command == "dealer" else args.rank
     if args.command == "dealer" and spec.roster.dealer is None:
         print("error: this spec has no dealer (dealer = 'tfp')", file=sys.stderr)

@@ -14,11 +14,12 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 from secure_ml.errors import SpecError
 from secure_ml.parties import DEALER_NAME, DEALER_ROLE, ROLES, Party, Roster
@@ -275,9 +276,7 @@ class _Validator:
 
     def value(self, section: str, key: str, value: Any, where: str) -> Any:
         types, check = _SCHEMA[section][key]
-        ok_type = isinstance(value, types) and not (
-            isinstance(value, bool) and bool not in types
-        )
+        ok_type = isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
         if not ok_type:
             expected = " or ".join(t.__name__ for t in types)
             raise self.fail(where, f"{key} = {value!r}: expected {expected}")
@@ -291,7 +290,9 @@ class _Validator:
         return tuple(value) if isinstance(value, list) else value
 
 
-def spec_from_dict(raw: Mapping[str, Any], *, source: str = "<dict>", base_dir: Path | None = None) -> Spec:
+def spec_from_dict(
+    raw: Mapping[str, Any], *, source: str = "<dict>", base_dir: Path | None = None
+) -> Spec:
     """Validate a TOML-shaped mapping into a ``Spec``.
 
     Relative party data paths are resolved against ``base_dir`` (the spec file's
@@ -303,9 +304,7 @@ def spec_from_dict(raw: Mapping[str, Any], *, source: str = "<dict>", base_dir: 
     allowed = ("protocol", "party", *[s for s in _SCHEMA if s not in ("protocol", "party")])
     for section in raw:
         if section not in allowed:
-            raise v.fail(
-                f"[{section}]", f"unknown section; allowed sections: {', '.join(allowed)}"
-            )
+            raise v.fail(f"[{section}]", f"unknown section; allowed sections: {', '.join(allowed)}")
     if "protocol" not in raw:
         raise v.fail("[protocol]", "missing section (it needs at least name = '...')")
     raw_parties = raw.get("party")
@@ -316,9 +315,7 @@ def spec_from_dict(raw: Mapping[str, Any], *, source: str = "<dict>", base_dir: 
     for name, cls in _SECTION_CLASS.items():
         if name in raw:
             sections[name] = cls(**v.table(name, raw[name], f"[{name}]"))
-    parties = tuple(
-        _party(v, p, i, base_dir) for i, p in enumerate(raw_parties)
-    )
+    parties = tuple(_party(v, p, i, base_dir) for i, p in enumerate(raw_parties))
     spec = Spec(parties=parties, source=source, **sections)
     _cross_checks(v, spec)
     return spec

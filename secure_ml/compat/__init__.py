@@ -27,7 +27,10 @@ _patched: ModuleType | None = None
 
 def crypten_installed() -> bool:
     """True when the crypten distribution is importable (without importing it)."""
-    return importlib.util.find_spec("crypten") is not None
+    try:
+        return importlib.util.find_spec("crypten") is not None
+    except (ImportError, ValueError):  # a broken or blocked installation
+        return False
 
 
 def load_crypten() -> ModuleType:

@@ -10,6 +10,7 @@ for, so we register one.
 from __future__ import annotations
 
 import inspect
+import warnings
 from types import ModuleType
 
 
@@ -47,7 +48,10 @@ def apply(crypten: ModuleType) -> None:
         }
         if supports_dynamo:
             kwargs["dynamo"] = False
-        converter.torch.onnx.export(pytorch_model, dummy_input, f, **kwargs)
+        with warnings.catch_warnings():
+            # the TorchScript exporter is deprecated but is the one crypten reads
+            warnings.simplefilter("ignore", DeprecationWarning)
+            converter.torch.onnx.export(pytorch_model, dummy_input, f, **kwargs)
         return f
 
     export_pytorch_model._secure_ml_patched = True

@@ -9,12 +9,13 @@ The launcher watches all of them. The first failure — an exception, a non-zero
 exit, a signal, a stopped (SIGSTOP) or silent (no heartbeat) process — or the
 global timeout stops every process and raises, naming the party and its cause.
 When several parties fail together, the root cause wins over the echoes (a
-peer's "connection closed" is a consequence, not the cause). Children die with
+peer's "connection closed" is an echo of the cause, not the cause). Children die with
 the launcher (parent-death signal, and an orphan check in their heartbeat).
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import os
@@ -153,7 +154,7 @@ def _start(
             stdout=log_file,
             stderr=subprocess.STDOUT,
             env=env,
-            preexec_fn=_die_with_parent,  # noqa: PLW1509 - single-threaded launcher
+            preexec_fn=_die_with_parent,
         )
     return PartyProcess(
         party=party,
@@ -211,7 +212,7 @@ def _failure(p: PartyProcess, spec: Spec) -> tuple[int, str] | None:
         return 0, f"killed by signal {signal.Signals(-code).name}"
     status = p.reader.status()
     if status and not status.get("ok", True):
-        return (2 if status.get("kind") == "transport" else 1), status["error"]
+        return (2 if status.get("kind") == "echo" else 1), status["error"]
     return 1, f"exited with code {code}: {p.last_log_line()}"
 
 
@@ -251,7 +252,5 @@ def _stop_all(processes: list[PartyProcess]) -> None:
 
 
 def _signal_group(p: PartyProcess, sig: signal.Signals) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(p.proc.pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass

@@ -134,11 +134,13 @@ def _party_record(
 
 
 def _kind(error: BaseException) -> str:
-    """'transport' for errors that are echoes of a peer's failure, else 'error'."""
+    """'echo' for errors that follow from a peer's failure, else 'error'."""
     name = type(error).__name__
     text = str(error).lower()
-    if name.startswith("Dist") or any(hint in text for hint in _TRANSPORT_HINTS):
-        return "transport"
+    if getattr(error, "echo", False) or name.startswith("Dist"):
+        return "echo"
+    if any(hint in text for hint in _TRANSPORT_HINTS):
+        return "echo"
     return "error"
 
 

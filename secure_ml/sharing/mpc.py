@@ -51,7 +51,9 @@ def share(
     if header["error"] is not None:
         if error is not None:
             raise error
-        raise ProtocolAbort(f"party {owner.name} could not share {what}: {header['error']}")
+        abort = ProtocolAbort(f"party {owner.name} could not share {what}: {header['error']}")
+        abort.echo = True  # the cause is at the owner; the launcher reports that one
+        raise abort
     if my_rank != owner.rank:
         value = torch.empty(header["shape"])
     return crypten.cryptensor(value, src=owner.rank)

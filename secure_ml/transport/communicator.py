@@ -32,7 +32,7 @@ def _communicator_class() -> type:
     class SecureMLCommunicator(base):
         """CrypTen communicator with bounded timeouts on every process group."""
 
-        def __init__(  # noqa: PLR0913 - one value per field of the env contract
+        def __init__(
             self,
             *,
             rank: int,
