@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 
+import cloudpickle
 import pytest
 import torch
 from mpkit import make_spec
@@ -72,11 +73,15 @@ def test_global_timeout_stops_every_party(tmp_path):
 def test_parties_started_with_different_specs_all_stop(tmp_path, repo_spec_file):
     """Two `secure-ml party` processes (as on two hosts) with different epochs."""
     rendezvous = f"file://{tmp_path / 'rdzv'}"
+    function = tmp_path / "noop.pkl"
+    # any one-argument callable will do: the run must stop before calling it
+    function.write_bytes(cloudpickle.dumps(id))
     procs = []
     for rank, epochs in ((0, 5), (1, 6)):
         env = {**os.environ, "RANK": str(rank), "WORLD_SIZE": "2", "RENDEZVOUS": rendezvous}
         cmd = [sys.executable, "-m", "secure_ml", "party", str(repo_spec_file),
-               "--set", f"train.epochs={epochs}", "--out", str(tmp_path / f"r{rank}")]  # fmt: skip
+               "--set", f"train.epochs={epochs}", "--out", str(tmp_path / f"r{rank}"),
+               "--function", str(function)]  # fmt: skip
         procs.append(subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True))
     outputs = [p.communicate(timeout=80)[1] for p in procs]
     for proc, err in zip(procs, outputs, strict=True):
