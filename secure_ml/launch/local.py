@@ -229,11 +229,15 @@ def _root_cause(processes: list[PartyProcess], spec: Spec) -> tuple[PartyProcess
 def _show_progress(
     processes: list[PartyProcess], seen: dict[str, str | None], started: float, view: View
 ) -> None:
-    for p in processes:
-        message = p.reader.progress()
-        if message and message != seen.get(p.party.name):
-            seen[p.party.name] = message
-            view(f"[{time.monotonic() - started:6.1f}s] {p.party.name}: {message}")
+    """Print a line when every compute party has reached a new stage (concise)."""
+    compute = [p for p in processes if not p.party.is_dealer]
+    messages = {p.reader.progress() for p in compute}
+    if len(messages) != 1:
+        return
+    (message,) = messages
+    if message and message != seen.get("all"):
+        seen["all"] = message
+        view(f"[{time.monotonic() - started:6.1f}s] all parties: {message}")
 
 
 def _stop_all(processes: list[PartyProcess]) -> None:
