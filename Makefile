@@ -34,7 +34,7 @@ run: venv
 	$(BIN)/secure-ml run $(SPEC) --out $(OUT)
 
 lint: venv
-	$(BIN)/ruff check secure_ml tests benchmarks launchers
+	$(BIN)/ruff check secure_ml tests protocols
 
 test: venv lint
 	$(BIN)/python -m pytest
