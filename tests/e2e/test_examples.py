@@ -1,0 +1,24 @@
+"""The documented Python API example runs and gets the pooled answer."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+
+import pytest
+from testkit import REPO
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(180)
+def test_secure_mean_example_matches_the_pooled_mean():
+    out = subprocess.run(
+        [sys.executable, str(REPO / "protocols" / "python_secure_mean.py")],
+        capture_output=True, text=True, timeout=170, check=True,
+    )  # fmt: skip
+    first, second = out.stdout.strip().splitlines()
+    results = ast.literal_eval(first)  # the dict the example prints
+    assert results["clinic_a"] is None and results["clinic_b"] is None
+    pooled = float(second.rsplit(":", 1)[1])
+    assert abs(results["registry"] - pooled) < 1e-2
