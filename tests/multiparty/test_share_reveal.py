@@ -54,6 +54,9 @@ def test_sum_is_revealed_only_to_its_receiver(world, tmp_path):
     expected = sum(torch.arange(4, dtype=torch.float32) * (r + 1) - 1.5 for r in range(n))
     assert torch.allclose(results[names[-1]], expected, atol=1e-4)
     assert all(results[name] is None for name in names[:-1])
+    if make_spec(world)["protocol"]["dealer"] == "tfp":  # every party warns loudly
+        for name in names:
+            assert "INSECURE DEALER" in (tmp_path / "logs" / f"{name}.log").read_text()
 
 
 def test_three_parties_with_dealer_reveal_a_sum_to_party_2(tmp_path):
