@@ -68,6 +68,16 @@ def _communicator_class() -> type:
             self.ttp_initialized = with_dealer
             log.debug("process groups ready: rank %d of %d", rank, total)
 
+        def broadcast(self, input, src, group=None, batched=False):
+            result = super().broadcast(input, src, group=group, batched=batched)
+            # CrypTen counts a broadcast as reaching world_size - 1 receivers, but
+            # the dealer's ttp_comm_group has one (party 0): undo the excess.
+            dealer_sent = src == self.get_rank() and group is getattr(self, "ttp_comm_group", None)
+            if dealer_sent and self.world_size > 2 and crypten.cfg.communicator.verbose:
+                n = sum(t.nelement() for t in input) if batched else input.nelement()
+                self.comm_bytes -= (self.world_size - 2) * n * self.BYTES_PER_ELEMENT
+            return result
+
     return SecureMLCommunicator
 
 

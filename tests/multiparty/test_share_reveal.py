@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from mpkit import make_spec, run_parties
@@ -98,3 +100,25 @@ def test_pytorch_model_inference_matches_torch(world, tmp_path):
     results = run_parties(model_inference, make_spec(world), tmp_path)
     assert results["p0"] is None
     assert results["p1"] < 5e-3
+
+
+def one_product(session):
+    first, last = session.roster.parties[0].name, session.roster.parties[-1].name
+    x = session.share(torch.ones(1000) if session.name == first else None, owner=first)
+    y = session.share(torch.ones(1000) if session.name == last else None, owner=last)
+    return session.reveal(x * y, to=[first])
+
+
+@pytest.mark.parametrize("n_parties", [2, 3])
+def test_dealer_bytes_count_one_triple_correction_per_product(n_parties, tmp_path):
+    spec = {
+        "protocol": {"name": "python", "dealer": "ttp"},
+        "party": [{"name": f"q{i}", "roles": ["data_owner"]} for i in range(n_parties)],
+    }
+    secure_ml.run(one_product, spec, out=tmp_path, timeout=120)
+    dealer = json.loads((tmp_path / "parties" / "dealer" / "result-dealer.json").read_text())
+    # each request (the triple; with 3 parties also the truncation's wrap
+    # count) sends one 1000-element correction to party 0 only, plus a size message
+    requests = dealer["metrics"]["dealer_requests"]
+    assert requests == n_parties - 1
+    assert 8000 * requests <= dealer["comm"]["bytes"] < (8000 + 500) * requests
