@@ -45,7 +45,9 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--master-port", type=int, help="rank 0's port (default: $MASTER_PORT)")
         p.add_argument("--out", default="runs/party", help="this party's output folder")
         p.add_argument("--control", help=argparse.SUPPRESS)
-        p.add_argument("--function", help=argparse.SUPPRESS)
+        p.add_argument(
+            "--function", help="a cloudpickled fn(session) to run instead of the spec's protocol"
+        )
         p.add_argument("--exit-if-orphaned", action="store_true", help=argparse.SUPPRESS)
 
     spec = sub.add_parser("spec", help="work with spec files")

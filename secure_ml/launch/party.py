@@ -32,9 +32,6 @@ class Job:
 
     function_file: Path | None = None
 
-    def describe(self, spec: Spec) -> str:
-        return "user function" if self.function_file else spec.protocol.name
-
 
 def configure_logging(party: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
