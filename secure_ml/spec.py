@@ -15,7 +15,7 @@ import hashlib
 import json
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -107,12 +107,6 @@ class Spec:
         if self.protocol.dealer == "ttp":
             dealer = Party(name=DEALER_NAME, rank=len(compute), roles=(DEALER_ROLE,))
         return Roster(parties=compute, dealer=dealer)
-
-    def party(self, name: str) -> PartySpec:
-        for p in self.parties:
-            if p.name == name:
-                return p
-        raise KeyError(name)
 
     def to_dict(self) -> dict[str, Any]:
         """The spec as plain data (TOML-shaped; ``party`` is a list)."""
@@ -422,8 +416,3 @@ def as_spec(spec: Spec | Mapping[str, Any] | str | Path) -> Spec:
     if isinstance(spec, Mapping):
         return spec_from_dict(spec)
     return load_spec(spec)
-
-
-def with_launch(spec: Spec, **changes: Any) -> Spec:
-    """A copy of ``spec`` with ``[launch]`` values changed (not part of the hash)."""
-    return replace(spec, launch=replace(spec.launch, **changes))

@@ -57,14 +57,3 @@ def share(
     if my_rank != owner.rank:
         value = torch.empty(header["shape"])
     return crypten.cryptensor(value, src=owner.rank)
-
-
-def zeros(shape: tuple[int, ...]) -> Any:
-    """A shared tensor of zeros (a public value; every party holds a share)."""
-    crypten = load_crypten()
-    return crypten.cryptensor(torch.zeros(shape), src=0)
-
-
-def concat(tensors: list[Any], dim: int = 0) -> Any:
-    """Concatenate shared tensors."""
-    return load_crypten().cat(tensors, dim=dim)
