@@ -15,7 +15,7 @@ import hashlib
 import json
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +61,10 @@ class DataSpec:
 @dataclass(frozen=True)
 class ModelSpec:
     kind: str = "logreg"
+    hidden: tuple[int, ...] = (64,)
+    channels: int = 8
+    weights: str | None = None
+    num_classes: int = 10
 
 
 @dataclass(frozen=True)
@@ -68,6 +72,13 @@ class TrainSpec:
     epochs: int = 5
     batch_size: int = 64
     lr: float = 0.5
+    momentum: float = 0.0
+    keep_shared: bool = False
+
+
+@dataclass(frozen=True)
+class InferSpec:
+    batch_size: int = 64
 
 
 @dataclass(frozen=True)
@@ -94,6 +105,7 @@ class Spec:
     data: DataSpec = field(default_factory=DataSpec)
     model: ModelSpec = field(default_factory=ModelSpec)
     train: TrainSpec = field(default_factory=TrainSpec)
+    infer: InferSpec = field(default_factory=InferSpec)
     dp: DPSpec | None = None
     launch: LaunchSpec = field(default_factory=LaunchSpec)
     source: str = "<dict>"
@@ -135,8 +147,22 @@ class Spec:
         source = shared.get("data", {}).get("source")
         if source and source.startswith("torchvision:"):
             shared["data"]["source"] = ":".join(source.split(":")[:2])
+        model = shared["model"]
+        model["kind"] = (
+            model["kind"].split(":", 1)[0] if _local_kind(model["kind"]) else model["kind"]
+        )
+        if "weights" in model:
+            model["weights"] = "party-local"
         canonical = json.dumps(shared, sort_keys=True, separators=(",", ":"), default=list)
         return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+#: model kinds whose text after the colon is a party-local path
+LOCAL_MODEL_KINDS = ("checkpoint", "shares")
+
+
+def _local_kind(kind: str) -> bool:
+    return kind.split(":", 1)[0] in LOCAL_MODEL_KINDS and ":" in kind
 
 
 def _drop_none(d: dict[str, Any]) -> dict[str, Any]:
@@ -183,6 +209,15 @@ def _party_name(v: Any) -> str | None:
     return "a name of letters, digits, '_' or '-', starting with a letter (at most 64)"
 
 
+def _layer_sizes(v: Any) -> str | None:
+    ok = all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in v)
+    return None if ok else "a list of layer widths, each an integer >= 1 (e.g. [64, 32])"
+
+
+def _momentum(v: Any) -> str | None:
+    return None if 0 <= v < 1 else "a number in [0, 1)"
+
+
 def _roles(v: Any) -> str | None:
     bad = [r for r in v if r not in ROLES]
     if not v or bad or len(set(v)) != len(v):
@@ -218,12 +253,21 @@ _SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], Check | None]]] = {
         "test_fraction": ((float, int), _fraction),
         "alpha": ((float, int), _positive),
     },
-    "model": {"kind": ((str,), None)},
+    "model": {
+        "kind": ((str,), None),
+        "hidden": ((list,), _layer_sizes),
+        "channels": ((int,), _at_least_one),
+        "weights": ((str,), None),
+        "num_classes": ((int,), _at_least_one),
+    },
     "train": {
         "epochs": ((int,), _at_least_one),
         "batch_size": ((int,), _at_least_one),
         "lr": ((float, int), _positive),
+        "momentum": ((float, int), _momentum),
+        "keep_shared": ((bool,), None),
     },
+    "infer": {"batch_size": ((int,), _at_least_one)},
     "dp": {
         "epsilon": ((float, int), _positive),
         "delta": ((float, int), _probability),
@@ -242,6 +286,7 @@ _SECTION_CLASS = {
     "data": DataSpec,
     "model": ModelSpec,
     "train": TrainSpec,
+    "infer": InferSpec,
     "dp": DPSpec,
     "launch": LaunchSpec,
 }
@@ -310,6 +355,8 @@ def spec_from_dict(
         if name in raw:
             sections[name] = cls(**v.table(name, raw[name], f"[{name}]"))
     parties = tuple(_party(v, p, i, base_dir) for i, p in enumerate(raw_parties))
+    if base_dir is not None and "model" in sections:
+        sections["model"] = _resolve_model_paths(sections["model"], base_dir)
     spec = Spec(parties=parties, source=source, **sections)
     _cross_checks(v, spec)
     return spec
@@ -322,6 +369,21 @@ def _party(v: _Validator, raw: Any, index: int, base_dir: Path | None) -> PartyS
         scheme, path = data.split(":", 1)
         values["data"] = f"{scheme}:{(base_dir / path).resolve()}"
     return PartySpec(**values)
+
+
+def _resolve_model_paths(model: ModelSpec, base_dir: Path) -> ModelSpec:
+    kind, weights = model.kind, model.weights
+    if _local_kind(kind):
+        scheme, path = kind.split(":", 1)
+        kind = f"{scheme}:{_resolve(base_dir, path)}"
+    if weights is not None:
+        weights = _resolve(base_dir, weights)
+    return replace(model, kind=kind, weights=weights)
+
+
+def _resolve(base_dir: Path, path: str) -> str:
+    # keep a {party} placeholder (one file per party) intact
+    return str(base_dir / path) if not Path(path).is_absolute() else path
 
 
 def _cross_checks(v: _Validator, spec: Spec) -> None:

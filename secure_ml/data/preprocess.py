@@ -1,25 +1,39 @@
-"""Preprocessing a party applies to its own columns, without pooling."""
+"""Standardisation without pooling.
+
+Vertical partitions: each owner scales its own columns with its own training
+statistics (``Standardiser.fit``). Horizontal partitions: the global mean and
+variance come from per-owner sums added on shares (``global_standardiser`` in
+``secure_ml.protocols.train``); only the totals are opened, to the data owners.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
+import torch
 
-_MIN_STD = 1e-8
+_MIN_STD = 1e-6
 
 
 @dataclass(frozen=True)
 class Standardiser:
-    """Per-column mean and standard deviation, fitted on training rows."""
+    """Per-column mean and standard deviation."""
 
-    mean: np.ndarray
-    std: np.ndarray
+    mean: torch.Tensor
+    std: torch.Tensor
 
     @classmethod
-    def fit(cls, x: np.ndarray) -> Standardiser:
-        std = x.std(axis=0)
-        return cls(mean=x.mean(axis=0), std=np.where(std < _MIN_STD, 1.0, std))
+    def fit(cls, x: torch.Tensor) -> Standardiser:
+        x = x.double()
+        return cls.from_moments(x.sum(0), (x * x).sum(0), len(x))
 
-    def transform(self, x: np.ndarray) -> np.ndarray:
-        return ((x - self.mean) / self.std).astype(np.float32)
+    @classmethod
+    def from_moments(cls, total: torch.Tensor, squares: torch.Tensor, count: int) -> Standardiser:
+        """From column sums and sums of squares over ``count`` rows (population std)."""
+        mean = total.double() / count
+        variance = (squares.double() / count - mean * mean).clamp(min=0)
+        std = variance.sqrt()
+        return cls(mean=mean, std=torch.where(std < _MIN_STD, torch.ones_like(std), std))
+
+    def transform(self, x: torch.Tensor) -> torch.Tensor:
+        return ((x.double() - self.mean) / self.std).float()

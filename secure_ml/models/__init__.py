@@ -1,16 +1,109 @@
-"""Model zoo: plaintext PyTorch classes whose state_dicts secure training releases."""
+"""Model zoo: plaintext PyTorch classes that secure protocols train and release.
+
+Every model here is an ordinary ``nn.Module``: a released ``state_dict`` loads
+into the same class in plaintext. ``build_model`` makes one from a spec's
+``[model]`` section and the task's shape. Initial weights come from the spec's
+seed, so every party builds the same (public) starting point.
+"""
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass
+
 import torch
+from torch import nn
+
+from secure_ml.errors import SpecError
+
+BUILT_IN_KINDS = ("logreg", "linreg", "mlp", "cnn", "torchvision:resnet18")
 
 
-class LogisticRegression(torch.nn.Module):
-    """Binary logistic regression: ``sigmoid(x @ w.T + b)``; forward returns logits."""
+class LogisticRegression(nn.Module):
+    """Logistic regression; forward returns logits (one per class, or one if binary)."""
 
-    def __init__(self, n_features: int) -> None:
+    def __init__(self, n_features: int, n_outputs: int = 1) -> None:
         super().__init__()
-        self.linear = torch.nn.Linear(n_features, 1)
+        self.linear = nn.Linear(n_features, n_outputs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.linear(x)
+
+
+class LinearRegression(nn.Module):
+    """Linear regression: ``x @ w.T + b``."""
+
+    def __init__(self, n_features: int, n_outputs: int = 1) -> None:
+        super().__init__()
+        self.linear = nn.Linear(n_features, n_outputs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x)
+
+
+class MLP(nn.Module):
+    """Fully connected network with ReLU between layers."""
+
+    def __init__(self, n_features: int, n_outputs: int, hidden: Sequence[int] = (64,)) -> None:
+        super().__init__()
+        sizes = [n_features, *hidden]
+        layers: list[nn.Module] = []
+        for a, b in itertools.pairwise(sizes):
+            layers += [nn.Linear(a, b), nn.ReLU()]
+        layers.append(nn.Linear(sizes[-1], n_outputs))
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x.flatten(1))
+
+
+class SmallCNN(nn.Module):
+    """Two convolutions with average pooling (cheap in MPC), then a linear head."""
+
+    def __init__(self, in_shape: Sequence[int], n_outputs: int, channels: int = 8) -> None:
+        super().__init__()
+        c, h, w = in_shape
+        self.features = nn.Sequential(
+            nn.Conv2d(c, channels, kernel_size=3, padding=1),
+            nn.ReLU(),
+            nn.AvgPool2d(2),
+            nn.Conv2d(channels, channels, kernel_size=3, padding=1),
+            nn.ReLU(),
+            nn.AvgPool2d(2),
+        )
+        self.head = nn.Linear(channels * (h // 4) * (w // 4), n_outputs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x).flatten(1))
+
+
+@dataclass(frozen=True)
+class TaskShape:
+    """What a model must fit: one sample's shape and the number of outputs."""
+
+    sample_shape: tuple[int, ...]
+    n_outputs: int
+
+
+def build_model(
+    kind: str, shape: TaskShape, *, seed: int, hidden: Sequence[int] = (64,), channels: int = 8
+) -> nn.Module:
+    """A fresh model of ``kind`` with seeded (public) initial weights."""
+    torch.manual_seed(seed)
+    n_features = int(torch.tensor(shape.sample_shape).prod())
+    if kind == "logreg":
+        return LogisticRegression(n_features, shape.n_outputs)
+    if kind == "linreg":
+        return LinearRegression(n_features, shape.n_outputs)
+    if kind == "mlp":
+        return MLP(n_features, shape.n_outputs, hidden)
+    if kind == "cnn":
+        if len(shape.sample_shape) != 3:
+            raise SpecError(f"[model] kind = 'cnn' needs image data (c, h, w), got {shape}")
+        return SmallCNN(shape.sample_shape, shape.n_outputs, channels)
+    if kind == "torchvision:resnet18":
+        import torchvision
+
+        return torchvision.models.resnet18(num_classes=shape.n_outputs)
+    raise SpecError(f"[model] kind = {kind!r}: must be one of {', '.join(BUILT_IN_KINDS)}")

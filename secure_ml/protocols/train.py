@@ -1,242 +1,526 @@
-"""``mpc.train``: logistic regression trained on secret-shared, vertically split data.
+"""``mpc.train``: train a model on data secret-shared by several parties.
 
-Parties: two or more data owners, each holding some feature columns of the
-same rows; one label owner holding the labels; one or more receivers of the
-trained model. Everything public (row split, batches, shuffling) is derived
-from the spec's ``seed``, so parties agree on it without talking.
+Parties: data owners (each holds some columns of the same rows, ``vertical``;
+or some rows with their labels, ``horizontal``/``dirichlet``), in vertical
+partitions one label owner, and one or more receivers of the result. Public
+values (row split, batches, initial weights) come from the spec's ``seed``, so
+parties agree on them without talking.
 
 Stages, and what each party sends and learns:
 
-1. ``load`` (local, no messages): each data owner keeps only its own columns
-   and standardises them with its own training-row statistics; the label
-   owner keeps the labels.
-2. ``share_inputs``: each data owner secret-shares its train and test column
-   blocks, the label owner its training labels. Every party learns the shapes
-   (row counts and how many columns each owner has), and its own random shares.
-3. ``train``: mini-batch SGD on shares (``w -= lr * X_b^T (sigmoid(X_b w + b) - y_b) / |b|``).
-   Parties exchange only masked values (Beaver openings) and, with a dealer,
-   party 0 receives triple corrections from it; nobody learns weights,
-   gradients or predictions.
-4. ``evaluate``: test predictions ``[X_test w + b > 0]`` are computed on
-   shares and opened to the label owner only, who computes the accuracy.
-5. ``release``: the weights are opened to the receivers only, who save a
-   PyTorch state_dict (``model.pt``) for ``secure_ml.models.LogisticRegression``.
+1. ``load`` (local): each party reads only its own part (built-in source or
+   its own CSV). Vertical CSVs are then aligned by id: every party announces
+   its id set and learns everyone's (see ``secure_ml.data.align``).
+2. ``agree_task``: parties that see labels announce the task and the number
+   of classes (public metadata).
+3. ``preprocess``: vertical: each owner standardises its own columns locally
+   (the label owner its regression targets). Horizontal: each owner shares its
+   column sums, sums of squares and row count; the totals are opened to the
+   data owners only, who standardise their own rows. Owners learn the global
+   mean and variance, not each other's.
+4. ``share_inputs``: every owner secret-shares its train and test blocks and
+   labels; all parties learn the shapes (row and column counts per owner).
+5. ``train``: SGD (optionally with momentum) with CrypTen autograd on shares,
+   from public initial weights. Parties see only masked openings; with a
+   dealer, party 0 receives triple corrections. After each epoch the loss of
+   its last batch is opened to the receivers only.
+6. ``evaluate``: the test accuracy (or MSE) is computed on shares and only
+   that number is opened, to the receivers; no prediction is opened.
+7. ``release``: the weights are opened to the receivers only (``model.pt``,
+   a state_dict of the plaintext model class); or, with ``keep_shared``,
+   nothing is opened and each party saves its own shares
+   (``model-shares.pt``) for ``mpc.infer``.
 """
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch
 
-from secure_ml.data.partition import batch_schedule, split_rows, vertical_columns
+from secure_ml.data.local import LocalData, data_owners, load_local, uses_csv
+from secure_ml.data.partition import batch_schedule
 from secure_ml.data.preprocess import Standardiser
-from secure_ml.data.sources import SKLEARN_DATASETS, load_source
-from secure_ml.models import LogisticRegression
-from secure_ml.parties import DATA_OWNER, LABEL_OWNER, RECEIVER, Party
+from secure_ml.data.sources import check_source, describe_sources
+from secure_ml.errors import DataError, SecureMLError
+from secure_ml.models import BUILT_IN_KINDS, TaskShape, build_model
+from secure_ml.parties import LABEL_OWNER, RECEIVER, Party
 from secure_ml.protocols.base import Fail, PartyOutput, Protocol
 
 if TYPE_CHECKING:
     from secure_ml.session import Session
     from secure_ml.spec import Spec
 
-
-@dataclass
-class LocalData:
-    """One party's own plaintext: its feature columns and/or the labels."""
-
-    x_train: torch.Tensor | None = None
-    x_test: torch.Tensor | None = None
-    y_train: torch.Tensor | None = None
-    y_test: torch.Tensor | None = None
+TASKS = ("binary", "multiclass", "regression")
+#: largest number of distinct integer labels a CSV label column may have and
+#: still be read as classes (more: regression)
+MAX_CSV_CLASSES = 100
+SHARES_FILE = "model-shares.pt"
 
 
 @dataclass
 class TrainState:
-    """The shared values the stages pass along."""
+    """The shared values the stages pass along, and the public task description."""
 
-    x_train: Any
-    x_test: Any
-    y_train: Any
-    weight: Any = None
-    bias: Any = None
-
-
-def data_owners(spec: Spec) -> tuple[Party, ...]:
-    return spec.roster.with_role(DATA_OWNER)
-
-
-def label_owner(spec: Spec) -> Party:
-    return spec.roster.with_role(LABEL_OWNER)[0]
+    task: str
+    n_classes: int
+    x_train: Any = None
+    y_train: Any = None
+    x_test: Any = None
+    y_test: Any = None
+    model: Any = None
+    torch_model: torch.nn.Module | None = None
 
 
-def load_local(spec: Spec, party: Party) -> LocalData:
-    """Stage 1: this party's own columns (standardised) and/or labels."""
-    owners = data_owners(spec)
-    local = LocalData()
-    if party not in owners and not party.has(LABEL_OWNER):
-        return local
-    dataset = load_source(spec.data.source)
-    train_rows, test_rows = split_rows(
-        len(dataset.labels), test_fraction=spec.data.test_fraction, seed=spec.protocol.seed
+# ---------------------------------------------------------------- stage 1-2 --
+
+
+def label_holders(spec: Spec) -> tuple[Party, ...]:
+    if spec.data.partition == "vertical":
+        return spec.roster.with_role(LABEL_OWNER)
+    return data_owners(spec)
+
+
+def infer_csv_task(labels: torch.Tensor) -> tuple[str, int]:
+    """Integer labels 0..k-1 (few of them) are classes; anything else is a target."""
+    integral = bool((labels == labels.round()).all()) and bool((labels >= 0).all())
+    if integral and int(labels.max()) < MAX_CSV_CLASSES:
+        n_classes = int(labels.max()) + 1
+        return ("binary", 2) if n_classes <= 2 else ("multiclass", n_classes)
+    return "regression", 1
+
+
+def agree_task(session: Session, local: LocalData) -> tuple[str, int]:
+    """Every label holder announces (task, classes); classes are the union."""
+    from secure_ml.sharing.mpc import publish
+
+    mine = None
+    if local.task is not None:
+        mine = (local.task, local.n_classes)
+    elif local.y_train is not None:
+        mine = infer_csv_task(torch.cat([local.y_train, local.y_test]))
+    announced = [a for a in publish(mine, my_rank=session.rank, world_size=session.world_size) if a]
+    if not announced:
+        raise DataError("no party holds labels: give a label owner a label_column")
+    if any(task == "regression" for task, _ in announced):
+        return "regression", 1
+    n_classes = max(n for _, n in announced)
+    return ("binary" if n_classes <= 2 else "multiclass"), n_classes
+
+
+def encode_targets(y: torch.Tensor | None, task: str, n_classes: int) -> torch.Tensor | None:
+    """Class ids -> one-hot (multiclass) or a column (binary, regression)."""
+    if y is None:
+        return None
+    if task == "multiclass":
+        return torch.nn.functional.one_hot(y.long(), n_classes).float()
+    return y.float().reshape(-1, 1)
+
+
+# ----------------------------------------------------------------- stage 3 --
+
+
+def preprocess(session: Session, local: LocalData, task: str) -> None:
+    """Standardise features (and regression targets) without pooling data."""
+    spec = session.spec
+    tabular = local.x_train is None or local.x_train.dim() == 2
+    if spec.data.partition == "vertical":
+        if local.x_train is not None:
+            scaler = Standardiser.fit(local.x_train)
+            local.x_train, local.x_test = (
+                scaler.transform(local.x_train),
+                scaler.transform(local.x_test),
+            )
+        if task == "regression" and local.y_train is not None:
+            scaler = Standardiser.fit(local.y_train.reshape(-1, 1))
+            local.y_train = scaler.transform(local.y_train.reshape(-1, 1)).flatten()
+            local.y_test = scaler.transform(local.y_test.reshape(-1, 1)).flatten()
+        return
+    if tabular:
+        global_standardise(session, local, task)
+
+
+def global_standardise(session: Session, local: LocalData, task: str) -> None:
+    """Horizontal: global column moments from shares, opened to the data owners."""
+    owners = data_owners(session.spec)
+    columns = None
+    if local.x_train is not None:
+        columns = local.x_train.double()
+        if task == "regression":
+            columns = torch.cat([columns, local.y_train.double().reshape(-1, 1)], dim=1)
+    total = None
+    for owner in owners:
+        mine = None
+        if columns is not None and owner.rank == session.rank:
+            mine = torch.cat(
+                [columns.sum(0), (columns * columns).sum(0), torch.tensor([len(columns)])]
+            )
+        shared = session.share(mine, owner=owner.name, limit="encode", name="column moments")
+        total = shared if total is None else total + shared
+    moments = session.reveal(total, to=[o.name for o in owners], name="global column moments")
+    if moments is None:
+        return
+    d = (len(moments) - 1) // 2
+    scaler = Standardiser.from_moments(moments[:d], moments[d : 2 * d], round(float(moments[-1])))
+    n_x = local.x_train.shape[1]
+    feature_scaler = Standardiser(scaler.mean[:n_x], scaler.std[:n_x])
+    local.x_train, local.x_test = (
+        feature_scaler.transform(local.x_train),
+        feature_scaler.transform(local.x_test),
     )
-    if party in owners:
-        columns = vertical_columns(dataset.features.shape[1], len(owners))[owners.index(party)]
-        mine = dataset.features[:, columns]
-        scaler = Standardiser.fit(mine[train_rows])
-        local.x_train = torch.from_numpy(scaler.transform(mine[train_rows]))
-        local.x_test = torch.from_numpy(scaler.transform(mine[test_rows]))
-    if party.has(LABEL_OWNER):
-        labels = torch.from_numpy(dataset.labels.astype(np.float32)).unsqueeze(1)
-        local.y_train, local.y_test = labels[train_rows], labels[test_rows]
-    return local
+    if task == "regression":
+        target_scaler = Standardiser(scaler.mean[n_x:], scaler.std[n_x:])
+        local.y_train = target_scaler.transform(local.y_train.reshape(-1, 1)).flatten()
+        local.y_test = target_scaler.transform(local.y_test.reshape(-1, 1)).flatten()
 
 
-def share_inputs(session: Session, local: LocalData) -> TrainState:
-    """Stage 2: every owner secret-shares its blocks; columns are concatenated."""
-    blocks_train, blocks_test = [], []
-    for owner in data_owners(session.spec):
+# ----------------------------------------------------------------- stage 4 --
+
+
+def share_inputs(session: Session, local: LocalData, state: TrainState) -> None:
+    """Every owner shares its blocks: columns side by side, or rows one after another."""
+    crypten = session.crypten
+    spec = session.spec
+    vertical = spec.data.partition == "vertical"
+    x_train, x_test = [], []
+    for owner in data_owners(spec):
         mine = owner.rank == session.rank
-        blocks_train.append(
+        x_train.append(
             session.share(local.x_train if mine else None, owner=owner.name, name="train features")
         )
-        blocks_test.append(
+        x_test.append(
             session.share(local.x_test if mine else None, owner=owner.name, name="test features")
         )
-    labeller = label_owner(session.spec)
-    y_train = session.share(
-        local.y_train if labeller.rank == session.rank else None,
-        owner=labeller.name,
-        name="train labels",
-    )
-    crypten = session.crypten
-    return TrainState(
-        x_train=crypten.cat(blocks_train, dim=1),
-        x_test=crypten.cat(blocks_test, dim=1),
-        y_train=y_train,
-    )
+    y_train, y_test = [], []
+    for holder in label_holders(spec):
+        mine = holder.rank == session.rank
+        for name, y, out in (
+            ("train labels", local.y_train, y_train),
+            ("test labels", local.y_test, y_test),
+        ):
+            targets = encode_targets(y, state.task, state.n_classes) if mine else None
+            out.append(session.share(targets, owner=holder.name, name=name))
+    dim = 1 if vertical else 0
+    state.x_train, state.x_test = crypten.cat(x_train, dim=dim), crypten.cat(x_test, dim=dim)
+    state.y_train, state.y_test = crypten.cat(y_train, dim=0), crypten.cat(y_test, dim=0)
 
 
-def sgd_step(x: Any, y: Any, weight: Any, bias: Any, lr: float) -> tuple[Any, Any]:
-    """One logistic-regression SGD step; works on torch tensors and CrypTensors alike."""
-    error = (x.matmul(weight) + bias).sigmoid() - y
-    scale = lr / x.shape[0]
-    weight = weight - x.t().matmul(error) * scale
-    bias = bias - error.sum(0) * scale
-    return weight, bias
+# ----------------------------------------------------------------- stage 5 --
 
 
-def train(session: Session, state: TrainState) -> None:
-    """Stage 3: mini-batch SGD on shares, on the public batch schedule."""
-    spec = session.spec
-    n_rows, n_features = state.x_train.shape
-    crypten = session.crypten
-    state.weight = crypten.cryptensor(torch.zeros(n_features, 1))
-    state.bias = crypten.cryptensor(torch.zeros(1))
-    schedule = batch_schedule(
+def n_outputs(task: str, n_classes: int) -> int:
+    return n_classes if task == "multiclass" else 1
+
+
+def fresh_model(
+    spec: Spec, sample_shape: tuple[int, ...], task: str, n_classes: int
+) -> torch.nn.Module:
+    shape = TaskShape(sample_shape=sample_shape, n_outputs=n_outputs(task, n_classes))
+    return build_model(
+        spec.model.kind, shape, seed=spec.protocol.seed, hidden=spec.model.hidden,
+        channels=spec.model.channels,
+    )  # fmt: skip
+
+
+def loss_function(task: str, library: Any) -> Any:
+    """The loss for ``task`` from ``library`` (``torch.nn`` or ``crypten.nn``)."""
+    if task == "binary":
+        return library.BCEWithLogitsLoss()
+    if task == "multiclass":
+        return library.CrossEntropyLoss()
+    return library.MSELoss()
+
+
+def schedule(spec: Spec, n_rows: int) -> list[list[torch.Tensor]]:
+    return batch_schedule(
         n_rows, batch_size=spec.train.batch_size, epochs=spec.train.epochs, seed=spec.protocol.seed
     )
-    for epoch, batches in enumerate(schedule, start=1):
+
+
+def output_gradient(out: Any, y: Any, task: str) -> Any:
+    """d(mean loss)/d(logits) in closed form: no log or loss value on shares needed."""
+    if task == "binary":
+        return (out.sigmoid() - y) / out.shape[0]
+    if task == "multiclass":
+        return (out.softmax(dim=1) - y) / out.shape[0]
+    return (out - y) * (2.0 / out.nelement())
+
+
+def train(session: Session, state: TrainState) -> list[dict[str, float]]:
+    """SGD with CrypTen autograd; each epoch's last-batch loss opened to receivers.
+
+    The backward pass starts from the closed-form gradient of the loss with
+    respect to the model's output (the same as autograd through the loss),
+    which skips the logarithm CrypTen would otherwise approximate on shares
+    every step. The loss value itself is computed once per epoch.
+    """
+    from secure_ml.sharing.model import to_crypten
+
+    spec, crypten = session.spec, session.crypten
+    receivers = [p.name for p in session.roster.with_role(RECEIVER)]
+    sample_shape = tuple(state.x_train.shape[1:])
+    state.torch_model = fresh_model(spec, sample_shape, state.task, state.n_classes)
+    state.model = to_crypten(state.torch_model, sample_shape).encrypt(src=0)
+    state.model.train()
+    optimizer = crypten.optim.SGD(
+        state.model.parameters(), lr=spec.train.lr, momentum=spec.train.momentum
+    )
+    loss_fn = loss_function(state.task, crypten.nn)
+    history = []
+    for epoch, batches in enumerate(schedule(spec, state.x_train.shape[0]), start=1):
         for index in batches:
-            state.weight, state.bias = sgd_step(
-                state.x_train[index], state.y_train[index], state.weight, state.bias, spec.train.lr
-            )
+            out = state.model(state.x_train[index])
+            y = state.y_train[index]
+            optimizer.zero_grad()
+            out.backward(output_gradient(out, y, state.task))
+            optimizer.step()
+        with crypten.no_grad():
+            last_loss = loss_fn(out, y)
+        opened = session.reveal(last_loss, to=receivers, name="epoch losses")
+        if opened is not None:
+            history.append({"epoch": epoch, "last_batch_loss": float(opened)})
         session.progress(f"epoch {epoch}/{spec.train.epochs}")
+    return history
 
 
-def evaluate(session: Session, state: TrainState, local: LocalData) -> dict[str, Any]:
-    """Stage 4: test predictions opened to the label owner only."""
-    labeller = label_owner(session.spec)
-    logits = state.x_test.matmul(state.weight) + state.bias
-    predictions = session.reveal(logits > 0, to=[labeller.name], name="test predictions")
-    if predictions is None:
+# ---------------------------------------------------------------- stage 6-7 --
+
+
+def evaluate(session: Session, state: TrainState) -> dict[str, Any]:
+    """Test accuracy (or MSE) on shares; only the number is opened, to receivers."""
+    receivers = [p.name for p in session.roster.with_role(RECEIVER)]
+    state.model.eval()
+    with session.crypten.no_grad():
+        out = state.model(state.x_test)
+        y = state.y_test
+        if state.task == "multiclass":
+            score = (out.argmax(dim=1, one_hot=True) * y).sum()
+        elif state.task == "binary":
+            predicted = out > 0
+            score = (predicted * y + (1 - predicted) * (1 - y)).sum()
+        else:
+            score = ((out - y) ** 2).sum()
+    opened = session.reveal(score, to=receivers, name="test metric")
+    if opened is None:
         return {}
-    accuracy = float((predictions.float() == local.y_test).float().mean())
-    return {"accuracy": accuracy, "n_test": len(local.y_test)}
+    n_test = state.x_test.shape[0]
+    key = "mse" if state.task == "regression" else "accuracy"
+    return {key: float(opened) / n_test, "n_test": n_test}
 
 
 def release(session: Session, state: TrainState) -> dict[str, Any]:
-    """Stage 5: the weights opened to the receivers, saved as a state_dict."""
+    """Open the weights to the receivers (model.pt), or keep them shared."""
+    from secure_ml.sharing.model import save_shares, shared_parameters
+
+    if session.spec.train.keep_shared:
+        return {
+            "model_shares": save_shares(
+                session.out_dir / SHARES_FILE, state.model, _meta(session, state)
+            )
+        }
     receivers = [p.name for p in session.roster.with_role(RECEIVER)]
-    weight = session.reveal(state.weight, to=receivers, name="model")
-    bias = session.reveal(state.bias, to=receivers, name="model")
-    if weight is None:
+    opened = {
+        name: session.reveal(param, to=receivers, name="model")
+        for name, param in shared_parameters(state.model).items()
+    }
+    if any(v is None for v in opened.values()):
         return {}
-    model = LogisticRegression(weight.shape[0])
-    model.load_state_dict({"linear.weight": weight.t().contiguous(), "linear.bias": bias})
+    state.torch_model.load_state_dict({**state.torch_model.state_dict(), **opened})
     path = session.out_dir / "model.pt"
-    torch.save(model.state_dict(), path)
+    torch.save(state.torch_model.state_dict(), path)
     return {"model": path}
 
 
-def plaintext_train(spec: Spec) -> tuple[LogisticRegression, float]:
-    """The same model, schedule and seed on pooled plaintext; returns (model, accuracy)."""
-    parts = [load_local(spec, owner) for owner in data_owners(spec)]
-    labels = load_local(spec, label_owner(spec))
-    x_train = torch.cat([p.x_train for p in parts], dim=1)
-    x_test = torch.cat([p.x_test for p in parts], dim=1)
-    weight, bias = torch.zeros(x_train.shape[1], 1), torch.zeros(1)
-    schedule = batch_schedule(
-        len(x_train), batch_size=spec.train.batch_size, epochs=spec.train.epochs,
-        seed=spec.protocol.seed,
-    )  # fmt: skip
-    for batches in schedule:
-        for index in batches:
-            weight, bias = sgd_step(
-                x_train[index], labels.y_train[index], weight, bias, spec.train.lr
+def _meta(session: Session, state: TrainState) -> dict[str, Any]:
+    """What mpc.infer needs to rebuild the model around these shares."""
+    from secure_ml.sharing.mpc import publish
+
+    nonce = secrets.token_hex(16) if session.rank == 0 else None
+    run_id = publish(nonce, my_rank=session.rank, world_size=session.world_size)[0]
+    spec = session.spec
+    return {
+        "run_id": run_id,
+        "party": session.name,
+        "rank": session.rank,
+        "world_size": session.world_size,
+        "kind": spec.model.kind,
+        "hidden": list(spec.model.hidden),
+        "channels": spec.model.channels,
+        "sample_shape": list(state.x_train.shape[1:]),
+        "task": state.task,
+        "n_classes": state.n_classes,
+        "dealer": spec.protocol.dealer,
+    }
+
+
+# ------------------------------------------------------------ plaintext twin --
+
+
+def plaintext_train(spec: Spec) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """The same model, schedule and seed on pooled plaintext (public data only)."""
+    owners = data_owners(spec)
+    parts = [load_local(spec, owner) for owner in owners]
+    task, n_classes = parts[0].task, parts[0].n_classes
+    vertical = spec.data.partition == "vertical"
+    if vertical:
+        labels = load_local(spec, spec.roster.with_role(LABEL_OWNER)[0])
+        for part in parts:
+            preprocess_alone(part, task, labels=None)
+        preprocess_alone(labels, task, labels=labels)
+        x_train = torch.cat([p.x_train for p in parts], dim=1)
+        x_test = torch.cat([p.x_test for p in parts], dim=1)
+        y_train, y_test = labels.y_train, labels.y_test
+    else:
+        x_train, x_test = (
+            torch.cat([p.x_train for p in parts]),
+            torch.cat([p.x_test for p in parts]),
+        )
+        y_train, y_test = (
+            torch.cat([p.y_train for p in parts]),
+            torch.cat([p.y_test for p in parts]),
+        )
+        if x_train.dim() == 2:
+            pooled = LocalData(x_train=x_train, x_test=x_test, y_train=y_train, y_test=y_test)
+            preprocess_alone(pooled, task, labels=pooled)
+            x_train, x_test, y_train, y_test = (
+                pooled.x_train,
+                pooled.x_test,
+                pooled.y_train,
+                pooled.y_test,
             )
-    model = LogisticRegression(x_train.shape[1])
-    model.load_state_dict({"linear.weight": weight.t().contiguous(), "linear.bias": bias})
+    y_train, y_test = (
+        encode_targets(y_train, task, n_classes),
+        encode_targets(y_test, task, n_classes),
+    )
+    model = fresh_model(spec, tuple(x_train.shape[1:]), task, n_classes)
+    optimizer = torch.optim.SGD(model.parameters(), lr=spec.train.lr, momentum=spec.train.momentum)
+    loss_fn = loss_function(task, torch.nn)
+    for batches in schedule(spec, len(x_train)):
+        for index in batches:
+            optimizer.zero_grad()
+            loss_fn(model(x_train[index]), y_train[index]).backward()
+            optimizer.step()
     with torch.no_grad():
-        predictions = (model(x_test) > 0).float()
-    return model, float((predictions == labels.y_test).float().mean())
+        out = model.eval()(x_test)
+    if task == "regression":
+        return model, {"plaintext_mse": float(((out - y_test) ** 2).mean())}
+    if task == "binary":
+        correct = ((out > 0).float() == y_test).float()
+    else:
+        correct = (out.argmax(1) == y_test.argmax(1)).float()
+    return model, {"plaintext_accuracy": float(correct.mean())}
+
+
+def preprocess_alone(local: LocalData, task: str, *, labels: LocalData | None) -> None:
+    """Stage 3 for one holder of everything it scales (the plaintext twin)."""
+    if local.x_train is not None and local.x_train.dim() == 2:
+        scaler = Standardiser.fit(local.x_train)
+        local.x_train, local.x_test = (
+            scaler.transform(local.x_train),
+            scaler.transform(local.x_test),
+        )
+    if task == "regression" and labels is not None:
+        scaler = Standardiser.fit(labels.y_train.reshape(-1, 1))
+        labels.y_train = scaler.transform(labels.y_train.reshape(-1, 1)).flatten()
+        labels.y_test = scaler.transform(labels.y_test.reshape(-1, 1)).flatten()
+
+
+# ------------------------------------------------------------------ protocol --
 
 
 class MPCTrain(Protocol):
-    """Secret-shared logistic regression on vertically partitioned data."""
+    """Secret-shared training of logreg, linreg, MLP and CNN models."""
 
     name = "mpc.train"
 
     @classmethod
     def check_spec(cls, spec: Spec, fail: Fail) -> None:
-        known = ", ".join(f"'sklearn:{n}'" for n in SKLEARN_DATASETS)
-        if spec.data.source is None or spec.data.source.removeprefix("sklearn:") not in (
-            SKLEARN_DATASETS
-        ):
-            raise fail("[data]", f"source = {spec.data.source!r}: mpc.train reads one of {known}")
-        if spec.data.partition != "vertical":
-            raise fail("[data]", f"partition = {spec.data.partition!r}: mpc.train needs 'vertical'")
-        if spec.model.kind != "logreg":
-            raise fail("[model]", f"kind = {spec.model.kind!r}: mpc.train trains 'logreg'")
+        roster = spec.roster
+        csv = uses_csv(spec)
+        vertical = spec.data.partition == "vertical"
+        if csv and spec.data.source is not None:
+            raise fail("[data]", "source is set but parties also have data = 'csv:...'; use one")
+        if not csv:
+            if spec.data.source is None:
+                raise fail(
+                    "[data]", f"source is missing: one of {describe_sources()}, or per-party CSVs"
+                )
+            try:
+                check_source(spec.data.source)
+            except SecureMLError as e:
+                raise fail("[data]", str(e).removeprefix("[data] ")) from None
+        if spec.model.kind not in BUILT_IN_KINDS[:4]:
+            raise fail(
+                "[model]",
+                f"kind = {spec.model.kind!r}: mpc.train trains one of logreg, linreg, mlp, cnn",
+            )
         if spec.dp is not None:
             raise fail("[dp]", "mpc.train does not apply differential privacy yet; remove [dp]")
-        roster = spec.roster
-        if not roster.with_role(DATA_OWNER):
+        owners = roster.with_role("data_owner")
+        if not owners:
             raise fail("[[party]]", "mpc.train needs at least one party with role 'data_owner'")
-        if len(roster.with_role(LABEL_OWNER)) != 1:
-            raise fail("[[party]]", "mpc.train needs exactly one party with role 'label_owner'")
         if not roster.with_role(RECEIVER):
             raise fail("[[party]]", "mpc.train needs at least one party with role 'receiver'")
-        for party in spec.parties:
-            if party.data is not None:
-                raise fail(
-                    f"[[party]] {party.name}",
-                    "data = 'csv:...' is not read by mpc.train yet; use [data] source",
-                )
+        if vertical and len(roster.with_role(LABEL_OWNER)) != 1:
+            raise fail(
+                "[[party]]", "a vertical partition needs exactly one party with role 'label_owner'"
+            )
+        if not vertical and roster.with_role(LABEL_OWNER):
+            raise fail(
+                "[[party]]",
+                f"partition = {spec.data.partition!r}: every data owner holds its own labels; "
+                "remove the 'label_owner' role",
+            )
+        if csv:
+            _check_csv_parties(spec, fail)
 
     @classmethod
     def run(cls, session: Session) -> PartyOutput:
-        local = load_local(session.spec, session.party)
-        state = share_inputs(session, local)
+        spec = session.spec
+        local = load_local(spec, session.party)
+        if uses_csv(spec) and spec.data.partition == "vertical":
+            from secure_ml.data.align import align_rows
+
+            local = align_rows(session, local)
+        task, n_classes = agree_task(session, local)
+        preprocess(session, local, task)
+        state = TrainState(task=task, n_classes=n_classes)
+        share_inputs(session, local, state)
         session.progress("inputs shared")
-        train(session, state)
-        metrics = evaluate(session, state, local)
+        history = train(session, state)
+        metrics = evaluate(session, state)
+        if history:
+            metrics["epochs"] = history
         artifacts = release(session, state)
         return PartyOutput(metrics=metrics, artifacts=artifacts)
 
     @classmethod
     def plaintext_reference(cls, spec: Spec) -> dict[str, Any]:
-        _, accuracy = plaintext_train(spec)
-        return {"plaintext_accuracy": accuracy}
+        if uses_csv(spec):
+            return {"plaintext_accuracy": None}  # private data: no pooled baseline
+        return plaintext_train(spec)[1]
+
+
+def _check_csv_parties(spec: Spec, fail: Fail) -> None:
+    vertical = spec.data.partition == "vertical"
+    if spec.data.partition == "dirichlet":
+        raise fail(
+            "[data]", "partition = 'dirichlet' simulates non-IID owners on a built-in source"
+        )
+    if vertical and spec.data.id_column is None:
+        raise fail("[data]", "vertical CSVs need id_column = '<column that identifies a row>'")
+    for party in spec.parties:
+        owner = "data_owner" in party.roles
+        if owner and party.data is None:
+            raise fail(f"[[party]] {party.name}", "a data owner needs data = 'csv:<path>'")
+        holds_labels = (LABEL_OWNER in party.roles) if vertical else owner
+        if holds_labels and party.label_column is None:
+            raise fail(f"[[party]] {party.name}", "this party holds labels: set label_column")
+        if vertical and LABEL_OWNER in party.roles and not owner:
+            raise fail(
+                f"[[party]] {party.name}",
+                "with vertical CSVs the label owner must also be a data_owner "
+                "(its CSV has features)",
+            )

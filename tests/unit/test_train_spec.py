@@ -31,8 +31,8 @@ def spec(**changes):
     ("changes", "message"),
     [
         ({"data": {"source": "sklearn:nope"}}, r"\[data\]: source = 'sklearn:nope'"),
-        ({"data": {"partition": "horizontal"}}, "needs 'vertical'"),
-        ({"model": {"kind": "mlp"}}, r"kind = 'mlp': mpc.train trains 'logreg'"),
+        ({"data": {"partition": "horizontal"}}, "remove the 'label_owner' role"),
+        ({"model": {"kind": "resnet"}}, r"kind = 'resnet': mpc.train trains one of logreg"),
         ({"dp": {"epsilon": 1.0, "delta": 1e-5}}, "remove \\[dp\\]"),
         ({"party": [{"name": "a", "roles": ["data_owner", "receiver"]}]}, "'label_owner'"),
         ({"party": [{"name": "a", "roles": ["data_owner", "label_owner"]}]}, "'receiver'"),
@@ -54,5 +54,5 @@ def test_public_schedule_is_deterministic_and_covers_every_row():
 
 
 def test_plaintext_reference_learns_breast_cancer():
-    _, accuracy = plaintext_train(spec_from_dict(spec()))
-    assert 0.95 <= accuracy <= 1.0
+    _, metrics = plaintext_train(spec_from_dict(spec()))
+    assert 0.95 <= metrics["plaintext_accuracy"] <= 1.0
