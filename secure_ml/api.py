@@ -65,7 +65,8 @@ def run_protocol(
         )
     protocol = get_protocol(spec.protocol.name)
     outcome = launch(spec, out_dir=out, timeout=timeout, view=view)
-    result = assemble(spec, outcome, plaintext_metrics=protocol.plaintext_reference(spec))
+    reference = protocol.plaintext_reference(spec, outcome.party_dirs)
+    result = assemble(spec, outcome, plaintext_metrics=reference)
     write_result(outcome.out_dir, result)
     return result
 

@@ -98,7 +98,10 @@ def _run(args: argparse.Namespace) -> int:
 def _summary(result: dict[str, Any], out: str) -> str:
     m = result["metrics"]
     lines = [f"{result['protocol']} finished in {result['timings']['total']:.1f}s"]
-    for key in ("accuracy", "plaintext_accuracy", "mse", "plaintext_mse"):
+    for key in (
+        "accuracy", "plaintext_accuracy", "mse", "plaintext_mse",
+        "agreement_with_plaintext", "max_abs_error",
+    ):  # fmt: skip
         if m.get(key) is not None:
             lines.append(f"  {key:<20} {m[key]:.4f}")
     comm = result["comm"]

@@ -357,6 +357,8 @@ def spec_from_dict(
     parties = tuple(_party(v, p, i, base_dir) for i, p in enumerate(raw_parties))
     if base_dir is not None and "model" in sections:
         sections["model"] = _resolve_model_paths(sections["model"], base_dir)
+    if base_dir is not None and "data" in sections:
+        sections["data"] = _resolve_source_root(sections["data"], base_dir)
     spec = Spec(parties=parties, source=source, **sections)
     _cross_checks(v, spec)
     return spec
@@ -379,6 +381,14 @@ def _resolve_model_paths(model: ModelSpec, base_dir: Path) -> ModelSpec:
     if weights is not None:
         weights = _resolve(base_dir, weights)
     return replace(model, kind=kind, weights=weights)
+
+
+def _resolve_source_root(data: DataSpec, base_dir: Path) -> DataSpec:
+    source = data.source or ""
+    if source.startswith("torchvision:") and source.count(":") >= 2:
+        scheme, name, root = source.split(":", 2)
+        return replace(data, source=f"{scheme}:{name}:{_resolve(base_dir, root)}")
+    return data
 
 
 def _resolve(base_dir: Path, path: str) -> str:

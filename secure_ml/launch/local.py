@@ -19,6 +19,7 @@ import contextlib
 import ctypes
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -237,7 +238,16 @@ def _show_progress(
     (message,) = messages
     if message and message != seen.get("all"):
         seen["all"] = message
-        view(f"[{time.monotonic() - started:6.1f}s] all parties: {message}")
+        view(f"[{time.monotonic() - started:6.1f}s] all parties: {message}{_bar(message)}")
+
+
+def _bar(message: str, width: int = 20) -> str:
+    """A progress bar for messages like 'epoch 2/5'."""
+    match = re.search(r"(\d+)/(\d+)", message)
+    if match is None or int(match.group(2)) == 0:
+        return ""
+    done = round(width * int(match.group(1)) / int(match.group(2)))
+    return f"  [{'#' * done}{'.' * (width - done)}]"
 
 
 def _stop_all(processes: list[PartyProcess]) -> None:

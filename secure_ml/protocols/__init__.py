@@ -18,6 +18,7 @@ PYTHON_FUNCTION = "python"
 
 REGISTRY: dict[str, str] = {
     "mpc.train": "secure_ml.protocols.train:MPCTrain",
+    "mpc.infer": "secure_ml.protocols.infer:MPCInfer",
 }
 
 

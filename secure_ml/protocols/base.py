@@ -38,6 +38,10 @@ class Protocol:
         raise NotImplementedError
 
     @classmethod
-    def plaintext_reference(cls, spec: Spec) -> dict[str, Any]:
-        """Metrics of the same computation in plaintext, where the data is public."""
+    def plaintext_reference(cls, spec: Spec, party_dirs: dict[str, Path]) -> dict[str, Any]:
+        """Metrics of the same computation in plaintext, where the data is public.
+
+        Runs in the launcher after the parties finished; ``party_dirs`` holds
+        each party's output folder (on this host).
+        """
         return {}

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -301,7 +302,7 @@ def evaluate(session: Session, state: TrainState) -> dict[str, Any]:
             predicted = out > 0
             score = (predicted * y + (1 - predicted) * (1 - y)).sum()
         else:
-            score = ((out - y) ** 2).sum()
+            score = ((out - y).square()).sum()
     opened = session.reveal(score, to=receivers, name="test metric")
     if opened is None:
         return {}
@@ -497,7 +498,7 @@ class MPCTrain(Protocol):
         return PartyOutput(metrics=metrics, artifacts=artifacts)
 
     @classmethod
-    def plaintext_reference(cls, spec: Spec) -> dict[str, Any]:
+    def plaintext_reference(cls, spec: Spec, party_dirs: dict[str, Path]) -> dict[str, Any]:
         if uses_csv(spec):
             return {"plaintext_accuracy": None}  # private data: no pooled baseline
         return plaintext_train(spec)[1]

@@ -2,9 +2,10 @@
 
 - ``check_supported``: every ONNX op of a model must have a CrypTen module; the
   error lists all unsupported ops at once, before any party computes.
-- ``architecture``/``from_architecture``: the model owner sends the layer
-  graph (ONNX with every weight set to zero), never its weights; the other
-  parties build the same CrypTen graph from it. The architecture is public.
+- ``export``/``blank``/``from_architecture``: the model owner sends the
+  layer graph (its ONNX export with every weight set to zero), never its
+  weights; everyone, the owner included, builds the CrypTen graph from ONNX,
+  so all graphs match. The architecture is public.
 - ``shared_parameters``: a CrypTen model's parameters under their PyTorch
   ``state_dict`` names, so a released model loads into the plaintext class.
 - ``save_shares``/``load_shares``: each party keeps its own shares of a model
@@ -13,7 +14,6 @@
 
 from __future__ import annotations
 
-import copy
 import io
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,11 +26,16 @@ from secure_ml.errors import DataError, SpecError
 
 
 def _onnx_bytes(model: torch.nn.Module, sample_shape: Sequence[int]) -> bytes:
+    """The ONNX graph exactly as ``crypten.nn.from_pytorch`` exports it.
+
+    The same exporter path matters: a plain export fuses BatchNorm into the
+    convolution before it, crypten's does not, and the model owner's graph and
+    everyone else's must have the same parameters in the same order.
+    """
     crypten = load_crypten()
     converter = crypten.nn.onnx_converter
-    buffer = io.BytesIO()
-    converter._export_pytorch_model(buffer, model.eval(), torch.zeros(1, *sample_shape))
-    return buffer.getvalue()
+    with converter._from_pytorch_to_bytes(model.eval(), torch.zeros(1, *sample_shape)) as f:
+        return f.getvalue()
 
 
 def check_supported(model: torch.nn.Module, sample_shape: Sequence[int]) -> None:
@@ -44,7 +49,8 @@ def check_supported(model: torch.nn.Module, sample_shape: Sequence[int]) -> None
     if missing:
         raise SpecError(
             f"the model uses operations CrypTen cannot compute on shares: {', '.join(missing)}; "
-            "replace those layers (e.g. MaxPool -> AvgPool, GELU -> ReLU) before a secure run"
+            "replace them with supported layers (e.g. Tanh/ELU/LeakyReLU -> ReLU, "
+            "LayerNorm -> BatchNorm) before a secure run"
         )
 
 
@@ -62,14 +68,29 @@ def to_crypten(model: torch.nn.Module, sample_shape: Sequence[int]) -> Any:
     return crypten.nn.from_pytorch(model.eval(), torch.zeros(1, *sample_shape))
 
 
-def architecture(model: torch.nn.Module, sample_shape: Sequence[int]) -> bytes:
-    """The model's layer graph as ONNX, with every parameter and buffer zeroed."""
-    blank = copy.deepcopy(model)
-    with torch.no_grad():
-        for tensor in [*blank.parameters(), *blank.buffers()]:
-            if tensor.is_floating_point():
-                tensor.zero_()
-    return _onnx_bytes(blank, sample_shape)
+def export(model: torch.nn.Module, sample_shape: Sequence[int]) -> bytes:
+    """The model (with its weights) as ONNX bytes, for ``from_architecture``."""
+    return _onnx_bytes(model, sample_shape)
+
+
+def blank(onnx_bytes: bytes) -> bytes:
+    """The same ONNX graph with every weight replaced by zeros.
+
+    Zeroing the exported graph, rather than exporting a zeroed model, keeps the
+    structure identical: the exporter merges initializers with equal values, so
+    a zeroed model would export a different graph. What the blank graph tells
+    the receiver: the layers, their shapes, and which weight tensors of the
+    real model were exactly equal (e.g. untrained BatchNorm statistics).
+    """
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    proto = onnx.load_model_from_string(onnx_bytes)
+    for init in proto.graph.initializer:
+        zeros = np.zeros_like(numpy_helper.to_array(init))
+        init.CopyFrom(numpy_helper.from_array(zeros, init.name))
+    return proto.SerializeToString()
 
 
 def from_architecture(onnx_bytes: bytes) -> Any:

@@ -1,0 +1,287 @@
+"""``mpc.infer``: a model owner's model on data owners' inputs, predictions to the data owners.
+
+Parties: one model owner (a PyTorch checkpoint, a model-zoo architecture with
+its weights, or torchvision's ResNet-18), or, with ``kind = "shares:..."``, all
+parties holding shares kept by ``mpc.train``; and one or more data owners.
+
+Stages, and what each party sends and learns:
+
+1. ``load`` (local): each data owner reads its own inputs (and labels, if it
+   has them) and announces the shape of one sample (public).
+2. ``model``: the model owner checks that CrypTen supports every layer (an
+   error lists them before anyone computes), then announces the layer graph
+   with every weight zeroed: the architecture is public, the weights are not.
+   It secret-shares the weights. With kept shares, each party loads its own
+   shares and all parties check they come from the same training run.
+3. ``predict``: each data owner secret-shares its inputs in batches; the model
+   runs on shares; the outputs of a batch are opened to that data owner only.
+   The model owner learns nothing about inputs or outputs; the data owner
+   learns its predictions (and so whatever they reveal about the model).
+4. ``score`` (local): a data owner with labels computes its accuracy.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from secure_ml.data.local import LocalData, data_owners, load_local, uses_csv
+from secure_ml.data.preprocess import Standardiser
+from secure_ml.data.sources import check_source, describe_sources
+from secure_ml.errors import DataError, ProtocolAbort, SecureMLError, SpecError
+from secure_ml.models import BUILT_IN_KINDS, TaskShape, build_model
+from secure_ml.parties import MODEL_OWNER, Party
+from secure_ml.protocols.base import Fail, PartyOutput, Protocol
+
+if TYPE_CHECKING:
+    from secure_ml.session import Session
+    from secure_ml.spec import Spec
+
+PREDICTIONS_FILE = "predictions.pt"
+
+
+def model_owner(spec: Spec) -> Party | None:
+    owners = spec.roster.with_role(MODEL_OWNER)
+    return owners[0] if owners else None
+
+
+def kept_shares(spec: Spec) -> bool:
+    return spec.model.kind.startswith("shares:")
+
+
+def n_outputs(spec: Spec) -> int:
+    return spec.model.num_classes if spec.model.num_classes > 2 else 1
+
+
+# ------------------------------------------------------------------ stage 1 --
+
+
+def inputs(spec: Spec, party: Party) -> LocalData:
+    """A data owner's own rows to predict on: its part of a source's test split, or its CSV."""
+    if party not in data_owners(spec):
+        return LocalData()
+    if uses_csv(spec):
+        from secure_ml.data.csv import read_csv
+
+        entry = next(p for p in spec.parties if p.name == party.name)
+        table = read_csv(entry.data.split(":", 1)[1], label_column=entry.label_column)
+        labels = None if table.labels is None else torch.from_numpy(table.labels)
+        return LocalData(x_test=torch.from_numpy(table.features), y_test=labels)
+    local = load_local(spec, party)
+    if local.x_test is not None and local.x_test.dim() == 2:
+        # tabular built-in sources: the data owner scales with its own statistics
+        local.x_test = Standardiser.fit(local.x_train).transform(local.x_test)
+    return local
+
+
+def sample_shape(session: Session, local: LocalData) -> tuple[int, ...]:
+    from secure_ml.sharing.mpc import publish
+
+    mine = None if local.x_test is None else tuple(local.x_test.shape[1:])
+    shapes = {s for s in publish(mine, my_rank=session.rank, world_size=session.world_size) if s}
+    if len(shapes) != 1:
+        raise DataError(f"the data owners' samples have different shapes: {sorted(shapes)}")
+    return shapes.pop()
+
+
+# ------------------------------------------------------------------ stage 2 --
+
+
+def owner_model(spec: Spec, shape: tuple[int, ...]) -> torch.nn.Module:
+    """The model owner's plaintext model (only ever built at the model owner)."""
+    kind = spec.model.kind
+    if kind.startswith("checkpoint:"):
+        return _load_checkpoint(Path(kind.split(":", 1)[1]))
+    model = build_model(
+        kind, TaskShape(shape, n_outputs(spec)), seed=spec.protocol.seed,
+        hidden=spec.model.hidden, channels=spec.model.channels,
+    )  # fmt: skip
+    if spec.model.weights is not None:
+        path = Path(spec.model.weights)
+        if not path.is_file():
+            raise DataError(f"[model] weights = {str(path)!r}: file not found at the model owner")
+        try:
+            model.load_state_dict(torch.load(path, weights_only=True))
+        except (RuntimeError, KeyError) as e:
+            raise DataError(f"{path}: not a state_dict for [model] kind = {kind!r}: {e}") from None
+    return model.eval()
+
+
+def _load_checkpoint(path: Path) -> torch.nn.Module:
+    if not path.is_file():
+        raise DataError(f"[model] kind = 'checkpoint:{path}': file not found at the model owner")
+    # The owner's own file: a whole pickled module (torch.save(model)).
+    model = torch.load(path, weights_only=False)
+    if not isinstance(model, torch.nn.Module):
+        raise DataError(f"{path}: expected a torch.nn.Module saved with torch.save(model)")
+    return model.eval()
+
+
+def shared_model(session: Session, shape: tuple[int, ...]) -> Any:
+    """Stage 2: a CrypTen model whose weights are secret-shared."""
+    from secure_ml.sharing import model as sm
+    from secure_ml.sharing.mpc import announce
+
+    if kept_shares(session.spec):
+        return _model_from_kept_shares(session)
+    owner = model_owner(session.spec)
+    exported: list[bytes] = []
+
+    def checked_architecture() -> bytes:
+        model = owner_model(session.spec, shape)
+        sm.check_supported(model, shape)
+        exported.append(sm.export(model, shape))
+        return sm.blank(exported[0])
+
+    graph = announce(checked_architecture, owner=owner, my_rank=session.rank, what="the model")
+    # the owner builds from its real export, the others from the blank copy
+    return sm.from_architecture(exported[0] if exported else graph).encrypt(src=owner.rank)
+
+
+def _model_from_kept_shares(session: Session) -> Any:
+    from secure_ml.protocols.train import SHARES_FILE
+    from secure_ml.sharing import model as sm
+    from secure_ml.sharing.mpc import publish
+
+    template = session.spec.model.kind.split(":", 1)[1]
+    path = Path(template.replace("{party}", session.name))
+    path = path / SHARES_FILE if path.is_dir() or not path.suffix else path
+    saved = sm.read_shares(path)
+    meta = saved["meta"]
+    if (meta["party"], meta["rank"], meta["world_size"]) != (
+        session.name, session.rank, session.world_size,
+    ):  # fmt: skip
+        raise DataError(
+            f"{path}: these shares belong to {meta['party']} (rank {meta['rank']} of "
+            f"{meta['world_size']}), not to {session.name} (rank {session.rank})"
+        )
+    runs = publish(meta["run_id"], my_rank=session.rank, world_size=session.world_size)
+    if len(set(runs)) != 1:
+        raise ProtocolAbort("the parties' model shares come from different training runs")
+    shape = tuple(meta["sample_shape"])
+    classes = meta["n_classes"] if meta["task"] == "multiclass" else 1
+    torch_model = build_model(
+        meta["kind"], TaskShape(shape, classes), seed=0, hidden=meta["hidden"],
+        channels=meta["channels"],
+    )  # fmt: skip
+    model = sm.to_crypten(torch_model, shape).encrypt(src=0)
+    sm.load_shares(model, saved["shares"], path)
+    return model
+
+
+# ------------------------------------------------------------------ stage 3-4 --
+
+
+def predict(session: Session, model: Any, local: LocalData) -> torch.Tensor | None:
+    """Each data owner's rows, batch by batch; outputs opened to that owner only."""
+    from secure_ml.sharing.mpc import publish
+
+    spec = session.spec
+    mine = None if local.x_test is None else len(local.x_test)
+    counts = publish(mine, my_rank=session.rank, world_size=session.world_size)
+    model.eval()
+    outputs: list[torch.Tensor] = []
+    for owner in data_owners(spec):
+        n_rows = counts[owner.rank]
+        for start in range(0, n_rows, spec.infer.batch_size):
+            rows = slice(start, start + spec.infer.batch_size)
+            batch = local.x_test[rows] if owner.rank == session.rank else None
+            shared = session.share(batch, owner=owner.name, name="inputs")
+            with session.crypten.no_grad():
+                opened = session.reveal(model(shared), to=[owner.name], name="predictions")
+            if opened is not None:
+                outputs.append(opened)
+        session.progress(f"predicted {n_rows} rows of {owner.name}")
+    return torch.cat(outputs) if outputs else None
+
+
+def predicted_classes(outputs: torch.Tensor) -> torch.Tensor:
+    """Class ids from logits: the sign of a single logit, else the argmax."""
+    if outputs.shape[1] == 1:
+        return (outputs[:, 0] > 0).long()
+    return outputs.argmax(1)
+
+
+def score(predictions: torch.Tensor, labels: torch.Tensor | None) -> dict[str, Any]:
+    metrics: dict[str, Any] = {"n_predictions": len(predictions)}
+    if labels is not None:
+        correct = predicted_classes(predictions) == labels.long()
+        metrics["accuracy"] = float(correct.float().mean())
+    return metrics
+
+
+class MPCInfer(Protocol):
+    """Secret-shared inference; predictions open only to each input's owner."""
+
+    name = "mpc.infer"
+
+    @classmethod
+    def check_spec(cls, spec: Spec, fail: Fail) -> None:
+        roster = spec.roster
+        kind = spec.model.kind
+        owners = roster.with_role(MODEL_OWNER)
+        if kept_shares(spec):
+            if owners:
+                raise fail("[[party]]", "with kind = 'shares:...' every party holds model shares; "
+                           "remove the 'model_owner' role")  # fmt: skip
+        elif len(owners) != 1:
+            raise fail("[[party]]", "mpc.infer needs exactly one party with role 'model_owner'")
+        elif not (kind in BUILT_IN_KINDS or kind.startswith("checkpoint:")):
+            raise fail(
+                "[model]",
+                f"kind = {kind!r}: mpc.infer runs one of {', '.join(BUILT_IN_KINDS)}, "
+                "'checkpoint:<path>' or 'shares:<path>'",
+            )
+        if not roster.with_role("data_owner"):
+            raise fail("[[party]]", "mpc.infer needs at least one party with role 'data_owner'")
+        if uses_csv(spec):
+            for party in spec.parties:
+                if "data_owner" in party.roles and party.data is None:
+                    raise fail(f"[[party]] {party.name}", "a data owner needs data = 'csv:<path>'")
+        elif spec.data.source is None:
+            raise fail("[data]", f"source is missing: one of {describe_sources()}, or CSVs")
+        else:
+            try:
+                check_source(spec.data.source)
+            except SecureMLError as e:
+                raise fail("[data]", str(e).removeprefix("[data] ")) from None
+        if spec.data.partition == "vertical" and not uses_csv(spec):
+            raise fail("[data]", "mpc.infer splits a source's test rows by data owner: "
+                       "use partition = 'horizontal'")  # fmt: skip
+        if spec.dp is not None:
+            raise fail("[dp]", "mpc.infer does not apply differential privacy; remove [dp]")
+
+    @classmethod
+    def run(cls, session: Session) -> PartyOutput:
+        local = inputs(session.spec, session.party)
+        shape = sample_shape(session, local)
+        model = shared_model(session, shape)
+        session.progress("model shared")
+        predictions = predict(session, model, local)
+        if predictions is None:
+            return PartyOutput()
+        path = session.out_dir / PREDICTIONS_FILE
+        torch.save(predictions, path)
+        return PartyOutput(metrics=score(predictions, local.y_test), artifacts={})
+
+    @classmethod
+    def plaintext_reference(cls, spec: Spec, party_dirs: dict[str, Path]) -> dict[str, Any]:
+        """Agreement with the plaintext model, where model and data are at hand."""
+        if kept_shares(spec) or uses_csv(spec):
+            return {"agreement_with_plaintext": None, "max_abs_error": None}
+        agree, total, worst = 0, 0, 0.0
+        for owner in data_owners(spec):
+            local = inputs(spec, owner)
+            secure = torch.load(party_dirs[owner.name] / PREDICTIONS_FILE, weights_only=True)
+            try:
+                model = owner_model(spec, tuple(local.x_test.shape[1:]))
+            except SpecError:
+                return {"agreement_with_plaintext": None, "max_abs_error": None}
+            with torch.no_grad():
+                plain = model(local.x_test)
+            worst = max(worst, float((secure - plain).abs().max()))
+            agree += int((predicted_classes(secure) == predicted_classes(plain)).sum())
+            total += len(plain)
+        return {"agreement_with_plaintext": agree / total, "max_abs_error": worst}
