@@ -55,3 +55,70 @@ def test_secure_weights_equal_plaintext_weights(world, tmp_path):
     }  # fmt: skip
     assert result["metrics"]["plaintext_accuracy"] == plain_accuracy
     assert abs(result["metrics"]["accuracy"] - plain_accuracy) <= 0.02
+
+
+def horizontal_spec(world: str, *, source: str, kind: str, partition: str = "horizontal", **train):
+    config = WORLDS[world]
+    parties = [{"name": f"p{i}", "roles": ["data_owner"]} for i in range(config["parties"])]
+    parties[0]["roles"].append("receiver")
+    protocol = {"name": "mpc.train", "dealer": config["dealer"], "seed": 1}
+    if config["dealer"] == "tfp":
+        protocol["insecure_dealer"] = True
+    return {
+        "protocol": protocol,
+        "party": parties,
+        "data": {"source": source, "partition": partition, "alpha": 5.0},
+        "model": {"kind": kind, "hidden": [8]},
+        "train": {"epochs": 1, "batch_size": 32, "lr": 0.1, "momentum": 0.5, **train},
+        "launch": {"collective_timeout": 60},
+    }
+
+
+def assert_weights_match(spec, out, tolerance):
+    plain, metrics = plaintext_train(spec)
+    secure = torch.load(out / "model.pt")
+    for name, value in plain.state_dict().items():
+        error = float((secure[name] - value).abs().max())
+        assert error < tolerance, f"{name}: max |secure - plaintext| = {error}"
+    return metrics
+
+
+@pytest.mark.multiparty
+@pytest.mark.timeout(240)
+def test_horizontal_multiclass_mlp_matches_plaintext(world, tmp_path):
+    spec = spec_from_dict(horizontal_spec(world, source="sklearn:iris", kind="mlp"))
+    result = run_protocol(spec, out=tmp_path, timeout=LAUNCH_TIMEOUT_S)
+    plain = assert_weights_match(spec, tmp_path, WEIGHT_TOLERANCE)
+    assert result["revealed_to"]["global column moments"] == [p.name for p in spec.parties]
+    assert abs(result["metrics"]["accuracy"] - plain["plaintext_accuracy"]) <= 0.05
+    assert [e["epoch"] for e in result["metrics"]["epochs"]] == [1]
+
+
+@pytest.mark.multiparty
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize(
+    ("source", "kind", "partition", "metric"),
+    [
+        ("sklearn:diabetes", "linreg", "horizontal", "mse"),
+        ("sklearn:wine", "logreg", "dirichlet", "accuracy"),
+    ],
+)
+def test_regression_and_dirichlet_match_plaintext(source, kind, partition, metric, tmp_path):
+    spec = spec_from_dict(horizontal_spec("ttp", source=source, kind=kind, partition=partition))
+    result = run_protocol(spec, out=tmp_path, timeout=LAUNCH_TIMEOUT_S)
+    plain = assert_weights_match(spec, tmp_path, WEIGHT_TOLERANCE)
+    assert abs(result["metrics"][metric] - plain[f"plaintext_{metric}"]) <= 0.05
+
+
+@pytest.mark.multiparty
+@pytest.mark.timeout(240)
+def test_cnn_on_mnist_files_trains_on_shares(tmp_path):
+    from imagefiles import write_mnist
+
+    write_mnist(tmp_path / "images", n_train=24, n_test=8)
+    raw = horizontal_spec("2pc", source=f"torchvision:MNIST:{tmp_path / 'images'}", kind="cnn")
+    raw["train"]["batch_size"] = 8
+    spec = spec_from_dict(raw)
+    result = run_protocol(spec, out=tmp_path / "run", timeout=LAUNCH_TIMEOUT_S)
+    assert_weights_match(spec, tmp_path / "run", WEIGHT_TOLERANCE)
+    assert result["metrics"]["n_test"] == 8
