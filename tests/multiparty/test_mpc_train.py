@@ -122,3 +122,40 @@ def test_cnn_on_mnist_files_trains_on_shares(tmp_path):
     result = run_protocol(spec, out=tmp_path / "run", timeout=LAUNCH_TIMEOUT_S)
     assert_weights_match(spec, tmp_path / "run", WEIGHT_TOLERANCE)
     assert result["metrics"]["n_test"] == 8
+
+
+@pytest.mark.multiparty
+@pytest.mark.timeout(240)
+def test_horizontal_csv_owners_train_on_their_own_files(tmp_path):
+    import sklearn.datasets
+
+    iris = sklearn.datasets.load_iris()
+    order = torch.randperm(150, generator=torch.Generator().manual_seed(0)).tolist()
+    parties = []
+    for i, rows in enumerate((order[:80], order[80:])):
+        path = tmp_path / f"owner{i}.csv"
+        lines = ["a,b,c,d,species"]
+        lines += [",".join([*(f"{v:g}" for v in iris.data[r]), str(iris.target[r])]) for r in rows]
+        path.write_text("\n".join(lines) + "\n")
+        parties.append(
+            {
+                "name": f"o{i}",
+                "roles": ["data_owner"],
+                "data": f"csv:{path}",
+                "label_column": "species",
+            }
+        )
+    parties[1]["roles"].append("receiver")
+    spec = spec_from_dict({
+        "protocol": {"name": "mpc.train", "dealer": "ttp"},
+        "party": parties,
+        "data": {"partition": "horizontal"},
+        "model": {"kind": "logreg"},
+        "train": {"epochs": 3, "batch_size": 16, "lr": 0.2},
+    })  # fmt: skip
+    result = run_protocol(spec, out=tmp_path / "run", timeout=LAUNCH_TIMEOUT_S)
+    assert result["metrics"]["accuracy"] > 0.8
+    assert result["metrics"]["plaintext_accuracy"] is None
+    assert result["revealed_to"]["global column moments"] == ["o0", "o1"]
+    state = torch.load(tmp_path / "run" / "model.pt")
+    assert state["linear.weight"].shape == (3, 4)  # three classes found in the labels
