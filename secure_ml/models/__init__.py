@@ -17,7 +17,8 @@ from torch import nn
 
 from secure_ml.errors import SpecError
 
-BUILT_IN_KINDS = ("logreg", "linreg", "mlp", "cnn", "torchvision:resnet18")
+TRAINABLE_KINDS = ("logreg", "linreg", "mlp", "cnn")
+BUILT_IN_KINDS = (*TRAINABLE_KINDS, "torchvision:resnet18")
 
 
 class LogisticRegression(nn.Module):

@@ -46,7 +46,7 @@ from secure_ml.data.partition import batch_schedule
 from secure_ml.data.preprocess import Standardiser
 from secure_ml.data.sources import check_source, describe_sources
 from secure_ml.errors import DataError, SecureMLError
-from secure_ml.models import BUILT_IN_KINDS, TaskShape, build_model
+from secure_ml.models import TRAINABLE_KINDS, TaskShape, build_model
 from secure_ml.parties import LABEL_OWNER, RECEIVER, Party
 from secure_ml.protocols.base import Fail, PartyOutput, Protocol
 
@@ -452,7 +452,7 @@ class MPCTrain(Protocol):
                 check_source(spec.data.source)
             except SecureMLError as e:
                 raise fail("[data]", str(e).removeprefix("[data] ")) from None
-        if spec.model.kind not in BUILT_IN_KINDS[:4]:
+        if spec.model.kind not in TRAINABLE_KINDS:
             raise fail(
                 "[model]",
                 f"kind = {spec.model.kind!r}: mpc.train trains one of logreg, linreg, mlp, cnn",
