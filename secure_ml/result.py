@@ -56,6 +56,16 @@ def merge_metrics(records: list[dict[str, Any]]) -> dict[str, Any]:
     return metrics
 
 
+def merge_timings(records: list[dict[str, Any]], total: float) -> dict[str, float]:
+    """``total`` (launcher wall time), then each stage's slowest party."""
+    timings = {"total": total}
+    for r in records:
+        for stage, seconds in r["timings"].items():
+            if stage != "total" and seconds is not None:
+                timings[stage] = max(timings.get(stage, 0.0), seconds)
+    return timings
+
+
 def merge_revealed(records: list[dict[str, Any]]) -> dict[str, list[str]]:
     revealed: dict[str, list[str]] = {}
     for r in records:
@@ -84,11 +94,8 @@ def assemble(
         "metrics": metrics,
         "privacy": privacy,
         "comm": merge_comm(records),
-        "timings": {
-            "total": outcome.wall_seconds,
-            "setup": max(r["timings"]["setup"] or 0.0 for r in records),
-            "compute": max(r["timings"]["compute"] for r in records),
-        },
+        "timings": merge_timings(records, outcome.wall_seconds),
+        "peak_rss_mb": {r["party"]["name"]: r["peak_rss_mb"] for r in records},
         "versions": versions(),
         "revealed_to": merge_revealed(records),
         "artifacts": _publish_artifacts(records, outcome.out_dir),

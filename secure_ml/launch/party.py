@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import resource
 import sys
 import time
 import traceback
@@ -90,7 +91,7 @@ def _run(
     session = Session(
         spec, rank=rank, rendezvous=rendezvous, out_dir=out_dir, progress=control.progress
     )
-    output: dict[str, Any] = {"metrics": {}, "artifacts": {}}
+    output: dict[str, Any] = {"metrics": {}, "artifacts": {}, "timings": {}}
     with session:
         control.progress("connected")
         compute_started = time.perf_counter()
@@ -105,7 +106,11 @@ def _run(
             from secure_ml.protocols import get_protocol
 
             result = get_protocol(spec.protocol.name).run(session)
-            output = {"metrics": result.metrics, "artifacts": result.artifacts}
+            output = {
+                "metrics": result.metrics,
+                "artifacts": result.artifacts,
+                "timings": result.timings,
+            }
         compute = time.perf_counter() - compute_started
         comm = session.comm_stats()
     control.progress("done")
@@ -124,7 +129,8 @@ def _party_record(
         "metrics": output["metrics"],
         "artifacts": {k: str(v) for k, v in output["artifacts"].items()},
         "comm": comm,
-        "timings": {"setup": session.setup_seconds, "compute": compute},
+        "timings": {"setup": session.setup_seconds, "compute": compute, **output["timings"]},
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "revealed_to": session.revealed,
         "versions": versions(),
     }

@@ -21,6 +21,7 @@ class PartyOutput:
 
     metrics: dict[str, Any] = field(default_factory=dict)
     artifacts: dict[str, Path] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per named stage
 
 
 class Protocol:

@@ -22,6 +22,7 @@ Stages, and what each party sends and learns:
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -259,12 +260,14 @@ class MPCInfer(Protocol):
         shape = sample_shape(session, local)
         model = shared_model(session, shape)
         session.progress("model shared")
+        started = time.perf_counter()
         predictions = predict(session, model, local)
+        timings = {"predict": time.perf_counter() - started}
         if predictions is None:
-            return PartyOutput()
+            return PartyOutput(timings=timings)
         path = session.out_dir / PREDICTIONS_FILE
         torch.save(predictions, path)
-        return PartyOutput(metrics=score(predictions, local.y_test), artifacts={})
+        return PartyOutput(metrics=score(predictions, local.y_test), timings=timings)
 
     @classmethod
     def plaintext_reference(cls, spec: Spec, party_dirs: dict[str, Path]) -> dict[str, Any]:

@@ -35,6 +35,7 @@ Stages, and what each party sends and learns:
 from __future__ import annotations
 
 import secrets
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -490,12 +491,14 @@ class MPCTrain(Protocol):
         state = TrainState(task=task, n_classes=n_classes)
         share_inputs(session, local, state)
         session.progress("inputs shared")
+        started = time.perf_counter()
         history = train(session, state)
+        train_seconds = time.perf_counter() - started
         metrics = evaluate(session, state)
         if history:
             metrics["epochs"] = history
         artifacts = release(session, state)
-        return PartyOutput(metrics=metrics, artifacts=artifacts)
+        return PartyOutput(metrics=metrics, artifacts=artifacts, timings={"train": train_seconds})
 
     @classmethod
     def plaintext_reference(cls, spec: Spec, party_dirs: dict[str, Path]) -> dict[str, Any]:

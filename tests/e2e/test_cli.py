@@ -65,7 +65,8 @@ def test_quickstart_runs_and_writes_result_json(tmp_path):
     comm = result["comm"]
     assert comm["bytes"] == sum(p["bytes"] for p in comm["per_party"])
     assert comm["rounds"] == max(p["rounds"] for p in comm["per_party"] if p["name"] != "dealer")
-    assert set(result["timings"]) == {"total", "setup", "compute"}
+    assert set(result["timings"]) == {"total", "setup", "compute", "train"}
+    assert result["timings"]["train"] <= result["timings"]["compute"] <= result["timings"]["total"]
     assert result["revealed_to"]["model"] == ["hospital_c"]
     for party in ("hospital_a", "hospital_b", "hospital_c", "dealer"):
         assert (tmp_path / "logs" / f"{party}.log").is_file()
