@@ -18,7 +18,7 @@ CRYPTEN    := crypten==0.4.1
 SPEC ?= protocols/mpc_train_quickstart.toml
 OUT  ?= runs/quickstart
 
-.PHONY: venv run test lint format clean
+.PHONY: venv run test lint format bench bench-full clean
 
 venv: $(STAMP)
 
@@ -27,11 +27,17 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet --upgrade "pip>=23"
 	$(BIN)/python -m pip install --quiet $(TORCH_PAIR)
 	$(BIN)/python -m pip install --quiet --no-deps $(CRYPTEN)
-	$(BIN)/python -m pip install --quiet -e '.[dev,vision]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,vision,bench]'
 	@touch $@
 
 run: venv
 	$(BIN)/secure-ml run $(SPEC) --out $(OUT)
+
+bench: venv
+	$(BIN)/secure-ml bench --suite quick --out benchmarks/results/quick
+
+bench-full: venv
+	$(BIN)/secure-ml bench --suite full --out benchmarks/results/full
 
 lint: venv
 	$(BIN)/ruff check secure_ml tests protocols

@@ -4,6 +4,7 @@
     secure-ml party SPEC --rank R [--master-addr A --master-port P] [--out DIR]
     secure-ml dealer SPEC [--master-addr A --master-port P] [--out DIR]
     secure-ml spec check SPEC [--set ...]
+    secure-ml bench [--suite quick|full] [--out DIR]
 
 Every failure ends with one line on stderr that names the cause (and the party,
 for a party failure) and a non-zero exit code from ``secure_ml.errors``.
@@ -50,6 +51,10 @@ def _parser() -> argparse.ArgumentParser:
         )
         p.add_argument("--exit-if-orphaned", action="store_true", help=argparse.SUPPRESS)
 
+    bench = sub.add_parser("bench", help="benchmark every task under every protocol")
+    bench.add_argument("--suite", choices=("quick", "full"), default="quick")
+    bench.add_argument("--out", default="benchmarks/results", help="output folder")
+
     spec = sub.add_parser("spec", help="work with spec files")
     spec_sub = spec.add_subparsers(dest="spec_command", required=True)
     check = spec_sub.add_parser("check", help="validate SPEC and print its summary")
@@ -79,6 +84,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run(args)
         if args.command in ("party", "dealer"):
             return _party(args)
+        if args.command == "bench":
+            return _bench(args)
         return _spec_check(args)
     except (SecureMLError, KeyboardInterrupt) as error:
         print(f"error: {error}", file=sys.stderr)
@@ -145,6 +152,15 @@ def _party(args: argparse.Namespace) -> int:
     if code != 0:
         os._exit(code)
     return code
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from secure_ml.bench.harness import SUITES, run_suite
+
+    out = Path(args.out)
+    records = run_suite(SUITES[args.suite], out=out, view=lambda line: print(line, flush=True))
+    print(f"{len(records)} records: {out}/results.json, {out}/report.md, {out}/*.png")
+    return 0
 
 
 def _spec_check(args: argparse.Namespace) -> int:

@@ -399,20 +399,22 @@ def plaintext_train(spec: Spec) -> tuple[torch.nn.Module, dict[str, Any]]:
     model = fresh_model(spec, tuple(x_train.shape[1:]), task, n_classes)
     optimizer = torch.optim.SGD(model.parameters(), lr=spec.train.lr, momentum=spec.train.momentum)
     loss_fn = loss_function(task, torch.nn)
+    started = time.perf_counter()
     for batches in schedule(spec, len(x_train)):
         for index in batches:
             optimizer.zero_grad()
             loss_fn(model(x_train[index]), y_train[index]).backward()
             optimizer.step()
+    timing = {"plaintext_train_seconds": time.perf_counter() - started}
     with torch.no_grad():
         out = model.eval()(x_test)
     if task == "regression":
-        return model, {"plaintext_mse": float(((out - y_test) ** 2).mean())}
+        return model, {"plaintext_mse": float(((out - y_test) ** 2).mean()), **timing}
     if task == "binary":
         correct = ((out > 0).float() == y_test).float()
     else:
         correct = (out.argmax(1) == y_test.argmax(1)).float()
-    return model, {"plaintext_accuracy": float(correct.mean())}
+    return model, {"plaintext_accuracy": float(correct.mean()), **timing}
 
 
 def preprocess_alone(local: LocalData, task: str, *, labels: LocalData | None) -> None:

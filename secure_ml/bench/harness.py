@@ -1,0 +1,189 @@
+"""``secure-ml bench``: every task under every protocol, side by side.
+
+Protocols today: plaintext PyTorch (in this process, one thread), secure_ml's
+MPC with 2 and 3 parties and the TTP dealer (``secure_ml.run_protocol``), and
+raw CrypTen with the same parties (``raw_crypten``). Each (task, protocol) runs
+``repeats`` times; a record keeps the median wall time and its spread, bytes
+(total and per party), rounds, peak memory, accuracy and the error against
+plaintext. ``ratio_to_raw_crypten`` divides our median by raw CrypTen's from
+the same command. Wall time is the training (or prediction) phase only, for
+every protocol alike; setup and process start are excluded.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from secure_ml.bench.tasks import TASKS, Settings, Task
+from secure_ml.spec import spec_from_dict
+from secure_ml.versions import versions
+
+View = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    settings: Settings
+    tasks: tuple[str, ...]
+    parties: tuple[int, ...] = (2, 3)
+    repeats: int = 1
+    sweeps: dict[str, tuple[Any, ...]] = field(default_factory=dict)
+
+
+SUITES = {
+    "quick": Suite("quick", Settings(epochs=1, hidden=(16,)), ("logreg_breast_cancer",)),
+    "full": Suite(
+        "full",
+        Settings(epochs=5, hidden=(32,)),
+        ("logreg_breast_cancer", "digits_mlp_train", "digits_mlp_infer"),
+        repeats=3,
+        sweeps={"parties": (2, 3, 4, 5), "batch_size": (32, 64, 128), "hidden": (16, 32, 64)},
+    ),
+}
+
+
+def secure_ml_run(task: Task, settings: Settings, parties: int, scratch: Path) -> dict[str, Any]:
+    from secure_ml.api import run_protocol
+
+    spec = spec_from_dict(task.make_spec(parties, settings, scratch))
+    result = run_protocol(spec, out=scratch / "run")
+    phase = "train" if task.kind == "train" else "predict"
+    metrics = result["metrics"]
+    return {
+        "wall_s": result["timings"][phase],
+        "bytes": result["comm"]["bytes"],
+        "bytes_per_party": [p["bytes"] for p in result["comm"]["per_party"]],
+        "rounds": result["comm"]["rounds"],
+        "peak_rss_mb": max(result["peak_rss_mb"].values()),
+        "accuracy": metrics.get("accuracy"),
+    }
+
+
+def raw_run(task: Task, settings: Settings, parties: int, scratch: Path) -> dict[str, Any]:
+    from secure_ml.bench.raw_crypten import run_baseline
+
+    out = run_baseline(
+        task.raw_baseline, parties=parties, dealer="ttp", config=task.raw_config(settings)
+    )
+    return {**{k: v for k, v in out.items() if k != "result"}, "accuracy": out["result"]}
+
+
+def plaintext_run(task: Task, settings: Settings, parties: int, scratch: Path) -> dict[str, Any]:
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # like one party
+    try:
+        return {**task.plaintext(settings, scratch), "bytes": 0, "rounds": 0}
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _measure(
+    runner: Callable[..., dict[str, Any]],
+    task: Task,
+    settings: Settings,
+    parties: int,
+    repeats: int,
+) -> dict[str, Any]:
+    runs = []
+    for _ in range(repeats):
+        with tempfile.TemporaryDirectory(prefix="secure-ml-bench-") as scratch:
+            runs.append(runner(task, settings, parties, Path(scratch)))
+    walls = [r["wall_s"] for r in runs]
+    return {**runs[-1], "wall_s": statistics.median(walls), "wall_min_s": min(walls),
+            "wall_max_s": max(walls), "repeats": repeats}  # fmt: skip
+
+
+def plan(suite: Suite) -> list[tuple[str, str, int, Settings]]:
+    """Every (task, protocol, parties, settings) the suite runs, in order."""
+    steps = []
+    for name in suite.tasks:
+        task = TASKS[name]
+        steps.append((name, "plaintext", 1, suite.settings))
+        for n in suite.parties:
+            if task.raw_baseline is not None:
+                steps.append((name, "raw_crypten", n, suite.settings))
+            steps.append((name, "secure_ml", n, suite.settings))
+    for variable, values in suite.sweeps.items():
+        for value in values:
+            task = "digits_mlp_train" if variable == "hidden" else "logreg_breast_cancer"
+            settings = suite.settings
+            if variable == "batch_size":
+                settings = replace(settings, batch_size=value)
+            if variable == "hidden":
+                settings = replace(settings, hidden=(value,))
+            parties = value if variable == "parties" else 2
+            steps.append((task, f"secure_ml sweep:{variable}={value}", parties, settings))
+    return steps
+
+
+RUNNERS = {"plaintext": plaintext_run, "raw_crypten": raw_run, "secure_ml": secure_ml_run}
+
+
+def run_suite(suite: Suite, *, out: Path, view: View | None = None) -> list[dict[str, Any]]:
+    """Run ``suite``; write results.json, report.md and plots into ``out``."""
+    view = view or (lambda _line: None)
+    out.mkdir(parents=True, exist_ok=True)
+    steps = plan(suite)
+    records = []
+    for i, (task_name, protocol, parties, settings) in enumerate(steps, start=1):
+        view(f"{_bar(i - 1, len(steps))} {task_name} / {protocol} / {parties} parties")
+        runner = RUNNERS[protocol.split()[0]]
+        repeats = 1 if "sweep" in protocol else suite.repeats
+        measured = _measure(runner, TASKS[task_name], settings, parties, repeats)
+        records.append({"task": task_name, "protocol": protocol, "parties": parties,
+                        "settings": settings.__dict__, **measured})  # fmt: skip
+    view(f"{_bar(len(steps), len(steps))} done")
+    finish(records)
+    from secure_ml.bench.report import write_outputs
+
+    write_outputs(records, out, suite=suite.name)
+    return records
+
+
+def finish(records: list[dict[str, Any]]) -> None:
+    """Add error against plaintext, ratio to raw CrypTen, versions and machine info."""
+    plain = {r["task"]: r for r in records if r["protocol"] == "plaintext"}
+    raw = {(r["task"], r["parties"]): r for r in records if r["protocol"] == "raw_crypten"}
+    machine = {"platform": platform.platform(), "python": sys.version.split()[0],
+               "cpus": _cpus()}  # fmt: skip
+    for r in records:
+        reference = plain.get(r["task"], {}).get("accuracy")
+        if r["accuracy"] is not None and reference is not None:
+            r["error_vs_plain"] = abs(r["accuracy"] - reference)
+        else:
+            r["error_vs_plain"] = None
+        baseline = raw.get((r["task"], r["parties"]))
+        same_settings = baseline is not None and baseline["settings"] == r["settings"]
+        if r["protocol"].startswith("secure_ml") and same_settings:
+            r["ratio_to_raw_crypten"] = r["wall_s"] / baseline["wall_s"]
+            r["bytes_ratio_to_raw_crypten"] = r["bytes"] / baseline["bytes"]
+        else:
+            r["ratio_to_raw_crypten"] = None
+        r["versions"] = versions()
+        r["machine"] = machine
+
+
+def _cpus() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+def _bar(done: int, total: int, width: int = 24) -> str:
+    filled = round(width * done / max(total, 1))
+    return f"[{'#' * filled}{'.' * (width - filled)}] {done}/{total}"
+
+
+def load_records(path: Path) -> list[dict[str, Any]]:
+    return json.loads(Path(path).read_text())

@@ -1,0 +1,129 @@
+"""Bench outputs: results.json, report.md and PNG plots."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from secure_ml.errors import DependencyError
+
+
+def write_outputs(records: list[dict[str, Any]], out: Path, *, suite: str) -> None:
+    (out / "results.json").write_text(json.dumps(records, indent=2, default=str))
+    (out / "report.md").write_text(markdown(records, suite=suite))
+    plot_costs(records, out / "cost.png")
+    sweeps = sweep_series(records)
+    if sweeps:
+        plot_sweeps(sweeps, out / "scaling.png")
+
+
+def _fmt(value: Any, spec: str = ".3g") -> str:
+    if value is None:
+        return "-"
+    return format(value, spec) if isinstance(value, float) else str(value)
+
+
+def markdown(records: list[dict[str, Any]], *, suite: str) -> str:
+    lines = [f"# secure_ml benchmark ({suite} suite)", ""]
+    first = records[0] if records else {}
+    lines += [f"Machine: {first.get('machine')}; versions: {first.get('versions')}.", ""]
+    lines += ["Wall time is the training (or prediction) phase; ratio = ours / raw CrypTen "
+              "from this same command.", ""]  # fmt: skip
+    for task in dict.fromkeys(r["task"] for r in records if "sweep" not in r["protocol"]):
+        lines += [f"## {task}", "", "| protocol | parties | wall s (median [min-max]) | MB sent "
+                  "| rounds | peak MB | accuracy | error vs plain | ratio to raw |",
+                  "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+        for r in records:
+            if r["task"] != task or "sweep" in r["protocol"]:
+                continue
+            wall = f"{r['wall_s']:.3g} [{r['wall_min_s']:.3g}-{r['wall_max_s']:.3g}]"
+            lines.append(
+                f"| {r['protocol']} | {r['parties']} | {wall} | {r['bytes'] / 1e6:.3g} | "
+                f"{r['rounds']} | {_fmt(r.get('peak_rss_mb'), '.0f')} | {_fmt(r['accuracy'])} | "
+                f"{_fmt(r['error_vs_plain'])} | {_fmt(r['ratio_to_raw_crypten'])} |"
+            )
+        lines.append("")
+    series = sweep_series(records)
+    if series:
+        lines += ["## Scaling", "", "| variable | values | wall s | MB sent | growth exponent "
+                  "(time, bytes) |", "|---|---|---|---|---|"]  # fmt: skip
+        for variable, points in series.items():
+            xs, walls, sent = zip(*points, strict=True)
+            values = ", ".join(f"{x:g}" for x in xs)
+            times = ", ".join(f"{w:.3g}" for w in walls)
+            megabytes = ", ".join(f"{b / 1e6:.3g}" for b in sent)
+            exponents = f"{_fmt(growth_exponent(xs, walls))}, {_fmt(growth_exponent(xs, sent))}"
+            lines.append(f"| {variable} | {values} | {times} | {megabytes} | {exponents} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def sweep_series(records: list[dict[str, Any]]) -> dict[str, list[tuple[float, float, float]]]:
+    """variable -> [(value, wall_s, bytes)] from 'secure_ml sweep:var=value' records."""
+    series: dict[str, list[tuple[float, float, float]]] = defaultdict(list)
+    for r in records:
+        if "sweep:" in r["protocol"]:
+            variable, value = r["protocol"].split("sweep:", 1)[1].split("=")
+            series[variable].append((float(value), r["wall_s"], float(r["bytes"])))
+    return dict(series)
+
+
+def growth_exponent(xs: tuple[float, ...], ys: tuple[float, ...]) -> float | None:
+    """Least-squares slope of log(y) on log(x): y grows like x**slope."""
+    points = [(math.log(x), math.log(y)) for x, y in zip(xs, ys, strict=True) if x > 0 and y > 0]
+    if len(points) < 2:
+        return None
+    mx = sum(p[0] for p in points) / len(points)
+    my = sum(p[1] for p in points) / len(points)
+    var = sum((p[0] - mx) ** 2 for p in points)
+    return sum((p[0] - mx) * (p[1] - my) for p in points) / var if var else None
+
+
+def _pyplot() -> Any:
+    try:
+        import matplotlib
+    except ImportError:
+        raise DependencyError(
+            "secure-ml bench draws plots with matplotlib: pip install 'secure-ml[bench]'"
+        ) from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_costs(records: list[dict[str, Any]], path: Path) -> None:
+    plt = _pyplot()
+    rows = [r for r in records if "sweep" not in r["protocol"] and r["protocol"] != "plaintext"]
+    labels = [f"{r['task']}\n{r['protocol']} {r['parties']}p" for r in rows]
+    fig, axes = plt.subplots(1, 2, figsize=(max(8, 1.2 * len(rows)), 4.5))
+    for ax, key, title in ((axes[0], "wall_s", "wall time (s)"), (axes[1], "bytes", "MB sent")):
+        values = [r[key] / (1e6 if key == "bytes" else 1) for r in rows]
+        colours = ["tab:blue" if r["protocol"] == "secure_ml" else "tab:grey" for r in rows]
+        ax.bar(range(len(rows)), values, color=colours)
+        ax.set_xticks(range(len(rows)), labels, rotation=60, ha="right", fontsize=7)
+        ax.set_title(title)
+    fig.suptitle("cost per task and protocol (blue: secure_ml, grey: raw CrypTen)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_sweeps(series: dict[str, list[tuple[float, float, float]]], path: Path) -> None:
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(series), figsize=(4.5 * len(series), 4), squeeze=False)
+    for ax, (variable, points) in zip(axes[0], series.items(), strict=True):
+        xs, walls, sent = zip(*points, strict=True)
+        ax.plot(xs, walls, "o-", label="wall s")
+        ax2 = ax.twinx()
+        ax2.plot(xs, [b / 1e6 for b in sent], "s--", color="tab:orange", label="MB sent")
+        ax.set_xlabel(variable)
+        ax.set_ylabel("wall s")
+        ax2.set_ylabel("MB sent")
+        ax.set_title(f"exponent {_fmt(growth_exponent(xs, walls))} (time)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,154 @@
+"""Benchmark tasks: one computation, runnable under every protocol that exists.
+
+A task knows how to express itself as a secure_ml spec for ``n`` parties, how
+to run in plaintext PyTorch (the reference), and which raw-CrypTen baseline,
+if any, computes the same thing. Adding a protocol means adding a runner in
+``harness.py``; adding a task means adding an entry here.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from secure_ml.spec import Spec, spec_from_dict
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Knobs a suite sets for every task (small in the quick suite)."""
+
+    epochs: int = 5
+    batch_size: int = 64
+    hidden: tuple[int, ...] = (32,)
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    kind: str  # "train" or "infer"
+    make_spec: Callable[[int, Settings, Path], dict[str, Any]]
+    plaintext: Callable[[Settings, Path], dict[str, Any]]
+    raw_baseline: str | None = None
+    raw_config: Callable[[Settings], dict[str, Any]] = field(default=lambda s: {})
+
+
+def _parties(n: int, *, vertical: bool, receiver_last: bool = True) -> list[dict[str, Any]]:
+    parties = [{"name": f"party{i}", "roles": ["data_owner"]} for i in range(n)]
+    extra = ["label_owner", "receiver"] if vertical else ["receiver"]
+    parties[-1 if receiver_last else 0]["roles"] += extra
+    return parties
+
+
+def _train_spec(source: str, partition: str, kind: str, lr: float, momentum: float) -> Callable:
+    def make(n: int, s: Settings, scratch: Path) -> dict[str, Any]:
+        return {
+            "protocol": {"name": "mpc.train", "dealer": "ttp", "seed": s.seed},
+            "party": _parties(n, vertical=partition == "vertical"),
+            "data": {"source": source, "partition": partition},
+            "model": {"kind": kind, "hidden": list(s.hidden)},
+            "train": {
+                "epochs": s.epochs,
+                "batch_size": s.batch_size,
+                "lr": lr,
+                "momentum": momentum,
+            },
+        }
+
+    return make
+
+
+def _plaintext_train(make_spec: Callable) -> Callable[[Settings, Path], dict[str, Any]]:
+    def run(s: Settings, scratch: Path) -> dict[str, Any]:
+        from secure_ml.protocols.train import plaintext_train
+
+        spec = spec_from_dict(make_spec(2, s, scratch))
+        _, metrics = plaintext_train(spec)
+        return {
+            "wall_s": metrics["plaintext_train_seconds"],
+            "accuracy": metrics["plaintext_accuracy"],
+        }
+
+    return run
+
+
+logreg_spec = _train_spec("sklearn:breast_cancer", "vertical", "logreg", lr=0.5, momentum=0.0)
+mlp_spec = _train_spec("sklearn:digits", "horizontal", "mlp", lr=0.1, momentum=0.9)
+
+
+def _digits_checkpoint(s: Settings, scratch: Path) -> Path:
+    """A plaintext-trained digits MLP saved as a whole module (the model owner's file)."""
+    path = scratch / f"digits-mlp-{'-'.join(map(str, s.hidden))}.pt"
+    if not path.exists():
+        from secure_ml.protocols.train import plaintext_train
+
+        model, _ = plaintext_train(spec_from_dict(mlp_spec(2, s, scratch)))
+        torch.save(model, path)
+    return path
+
+
+def _infer_spec(n: int, s: Settings, scratch: Path) -> dict[str, Any]:
+    parties = [{"name": "model_owner", "roles": ["model_owner"]}]
+    parties += [{"name": f"client{i}", "roles": ["data_owner"]} for i in range(n - 1)]
+    return {
+        "protocol": {"name": "mpc.infer", "dealer": "ttp", "seed": s.seed},
+        "party": parties,
+        "data": {"source": "sklearn:digits", "partition": "horizontal"},
+        "model": {"kind": f"checkpoint:{_digits_checkpoint(s, scratch)}"},
+        "infer": {"batch_size": 128},
+    }
+
+
+def _plaintext_infer(s: Settings, scratch: Path) -> dict[str, Any]:
+    from secure_ml.protocols.infer import inputs, predicted_classes
+
+    spec: Spec = spec_from_dict(_infer_spec(2, s, scratch))
+    model = torch.load(_digits_checkpoint(s, scratch), weights_only=False).eval()
+    local = inputs(spec, spec.roster.by_name("client0"))
+    started = time.perf_counter()
+    with torch.no_grad():
+        predicted = predicted_classes(model(local.x_test))
+    seconds = time.perf_counter() - started
+    return {"wall_s": seconds, "accuracy": float((predicted == local.y_test).float().mean())}
+
+
+TASKS: dict[str, Task] = {
+    task.name: task
+    for task in (
+        Task(
+            "logreg_breast_cancer",
+            "train",
+            logreg_spec,
+            _plaintext_train(logreg_spec),
+            raw_baseline="logreg_breast_cancer",
+            raw_config=lambda s: {
+                "seed": s.seed,
+                "epochs": s.epochs,
+                "batch_size": s.batch_size,
+                "lr": 0.5,
+            },
+        ),
+        Task(
+            "digits_mlp_train",
+            "train",
+            mlp_spec,
+            _plaintext_train(mlp_spec),
+            raw_baseline="digits_mlp_train",
+            raw_config=lambda s: {
+                "seed": s.seed,
+                "epochs": s.epochs,
+                "batch_size": s.batch_size,
+                "lr": 0.1,
+                "momentum": 0.9,
+                "hidden": list(s.hidden),
+            },
+        ),
+        Task("digits_mlp_infer", "infer", _infer_spec, _plaintext_infer),
+    )
+}

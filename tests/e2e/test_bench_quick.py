@@ -1,0 +1,33 @@
+"""`secure-ml bench --suite quick` as a smoke test (no timing assertions)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+FIELDS = {"task", "protocol", "parties", "wall_s", "bytes", "rounds", "accuracy",
+          "error_vs_plain", "ratio_to_raw_crypten", "versions", "machine"}  # fmt: skip
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(400)
+def test_quick_bench_writes_results_report_and_plots(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "secure_ml", "bench", "--suite", "quick", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=380,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    records = json.loads((tmp_path / "results.json").read_text())
+    assert all(set(r) >= FIELDS for r in records)
+    headline = [r for r in records if r["task"] == "logreg_breast_cancer"]
+    ours = [r for r in headline if r["protocol"] == "secure_ml"]
+    assert sorted(r["parties"] for r in ours) == [2, 3]
+    for r in ours:
+        assert r["ratio_to_raw_crypten"] > 0 and r["bytes"] > 0 and r["rounds"] > 0
+        assert r["error_vs_plain"] <= 0.05
+    assert "## logreg_breast_cancer" in (tmp_path / "report.md").read_text()
+    assert (tmp_path / "cost.png").stat().st_size > 1000
+    assert "[########################]" in done.stdout  # the progress bar reached the end
