@@ -202,9 +202,11 @@ def resnet18_infer(crypten: Any, rank: int, parties: int, config: dict[str, Any]
     from secure_ml.compat import from_pytorch
 
     from_pytorch.apply(crypten)
+    from secure_ml.bench.tasks import synthetic_images
+
     torch.manual_seed(config["seed"])
     plain = torchvision.models.resnet18(num_classes=10).eval()
-    images = torch.rand(config["images"], 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    images = synthetic_images(config["images"]).float() / 255
     model = crypten.nn.from_pytorch(plain, torch.zeros(1, 3, 32, 32)).encrypt(src=0)
     model.eval()
     started = time.perf_counter()

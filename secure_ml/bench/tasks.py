@@ -37,6 +37,7 @@ class Task:
     plaintext: Callable[[Settings, Path], dict[str, Any]]
     raw_baseline: str | None = None
     raw_config: Callable[[Settings], dict[str, Any]] = field(default=lambda s: {})
+    metric: str = "accuracy"  # or "max_abs_error" (logits against plaintext)
 
 
 def _parties(n: int, *, vertical: bool, receiver_last: bool = True) -> list[dict[str, Any]]:
@@ -118,6 +119,51 @@ def _plaintext_infer(s: Settings, scratch: Path) -> dict[str, Any]:
     return {"wall_s": seconds, "accuracy": float((predicted == local.y_test).float().mean())}
 
 
+RESNET_IMAGES = 2
+
+
+def synthetic_images(n: int, seed: int = 1) -> torch.Tensor:
+    """Random 32x32 RGB images as uint8 (no image data can be downloaded here)."""
+    return torch.randint(0, 256, (n, 3, 32, 32), generator=torch.Generator().manual_seed(seed),
+                         dtype=torch.uint8)  # fmt: skip
+
+
+def _write_cifar_format(root: Path, images: torch.Tensor) -> None:
+    """Write ``images`` as CIFAR-10's python batches (both splits) under ``root``."""
+    import pickle
+
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True, exist_ok=True)
+    batch = {"data": images.reshape(len(images), -1).numpy(), "labels": [0] * len(images)}
+    for name in ("data_batch_1", "test_batch"):
+        with open(folder / name, "wb") as f:
+            pickle.dump(batch, f)
+
+
+def _resnet_spec(n: int, s: Settings, scratch: Path) -> dict[str, Any]:
+    _write_cifar_format(scratch / "cifar", synthetic_images(RESNET_IMAGES))
+    return {
+        "protocol": {"name": "mpc.infer", "dealer": "ttp", "seed": s.seed},
+        "party": [{"name": "model_owner", "roles": ["model_owner"]},
+                  *({"name": f"client{i}", "roles": ["data_owner"]} for i in range(n - 1))],
+        "data": {"source": f"torchvision:CIFAR10:{scratch / 'cifar'}", "partition": "horizontal"},
+        "model": {"kind": "torchvision:resnet18", "num_classes": 10},
+        "infer": {"batch_size": RESNET_IMAGES},
+    }  # fmt: skip
+
+
+def _plaintext_resnet(s: Settings, scratch: Path) -> dict[str, Any]:
+    import torchvision
+
+    torch.manual_seed(s.seed)
+    model = torchvision.models.resnet18(num_classes=10).eval()
+    images = synthetic_images(RESNET_IMAGES).float() / 255
+    started = time.perf_counter()
+    with torch.no_grad():
+        model(images)
+    return {"wall_s": time.perf_counter() - started, "accuracy": None, "max_abs_error": 0.0}
+
+
 TASKS: dict[str, Task] = {
     task.name: task
     for task in (
@@ -150,5 +196,14 @@ TASKS: dict[str, Task] = {
             },
         ),
         Task("digits_mlp_infer", "infer", _infer_spec, _plaintext_infer),
+        Task(
+            "resnet18_infer",
+            "infer",
+            _resnet_spec,
+            _plaintext_resnet,
+            raw_baseline="resnet18_infer",
+            raw_config=lambda s: {"seed": s.seed, "images": RESNET_IMAGES},
+            metric="max_abs_error",
+        ),
     )
 }
