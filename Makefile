@@ -18,7 +18,7 @@ CRYPTEN    := crypten==0.4.1
 SPEC ?= protocols/mpc_train_quickstart.toml
 OUT  ?= runs/quickstart
 
-.PHONY: venv run test lint format bench bench-full clean
+.PHONY: venv run test lint format bench bench-full bench-peers clean
 
 venv: $(STAMP)
 
@@ -37,10 +37,23 @@ bench: venv
 	$(BIN)/secure-ml bench --suite quick --out benchmarks/results/quick
 
 bench-full: venv
-	$(BIN)/secure-ml bench --suite full --out benchmarks/results/full
+	$(BIN)/secure-ml bench --suite full --out benchmarks/results/full --peers benchmarks/results/peers
+
+# SecretFlow SPU trains the same logistic regression in its own virtualenv
+# (spu 0.9.5 needs numpy<2 and its own jax); `make bench-full` then puts its
+# records beside ours.
+SPU_VENV := benchmarks/.venv-spu
+bench-peers:
+	@test -x $(SPU_VENV)/bin/python || $(PYTHON) -m venv $(SPU_VENV)
+	$(SPU_VENV)/bin/python -m pip install --quiet -r benchmarks/spu/requirements.txt
+	mkdir -p benchmarks/results/peers
+	for n in 2 3; do \
+	  $(SPU_VENV)/bin/python benchmarks/spu/run_spu_logreg.py --parties $$n --epochs 5 \
+	    --out benchmarks/results/peers/spu-$$n.json || exit 1; \
+	done
 
 lint: venv
-	$(BIN)/ruff check secure_ml tests protocols
+	$(BIN)/ruff check secure_ml tests protocols benchmarks
 
 test: venv lint
 	$(BIN)/python -m pytest

@@ -54,6 +54,9 @@ def _parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="benchmark every task under every protocol")
     bench.add_argument("--suite", choices=("quick", "full"), default="quick")
     bench.add_argument("--out", default="benchmarks/results", help="output folder")
+    bench.add_argument(
+        "--peers", help="folder of peer records (*.json, e.g. from `make bench-peers`) to add"
+    )
 
     spec = sub.add_parser("spec", help="work with spec files")
     spec_sub = spec.add_subparsers(dest="spec_command", required=True)
@@ -158,7 +161,9 @@ def _bench(args: argparse.Namespace) -> int:
     from secure_ml.bench.harness import SUITES, run_suite
 
     out = Path(args.out)
-    records = run_suite(SUITES[args.suite], out=out, view=lambda line: print(line, flush=True))
+    peers = Path(args.peers) if args.peers else None
+    view = lambda line: print(line, flush=True)  # noqa: E731
+    records = run_suite(SUITES[args.suite], out=out, view=view, peers=peers)
     print(f"{len(records)} records: {out}/results.json, {out}/report.md, {out}/*.png")
     return 0
 

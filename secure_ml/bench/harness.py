@@ -134,8 +134,14 @@ def plan(suite: Suite) -> list[tuple[str, str, int, Settings]]:
 RUNNERS = {"plaintext": plaintext_run, "raw_crypten": raw_run, "secure_ml": secure_ml_run}
 
 
-def run_suite(suite: Suite, *, out: Path, view: View | None = None) -> list[dict[str, Any]]:
-    """Run ``suite``; write results.json, report.md and plots into ``out``."""
+def run_suite(
+    suite: Suite, *, out: Path, view: View | None = None, peers: Path | None = None
+) -> list[dict[str, Any]]:
+    """Run ``suite``; write results.json, report.md and plots into ``out``.
+
+    ``peers``: a folder of records measured by other frameworks in their own
+    environments (``make bench-peers``), added beside ours for the same task.
+    """
     view = view or (lambda _line: None)
     out.mkdir(parents=True, exist_ok=True)
     steps = plan(suite)
@@ -148,11 +154,26 @@ def run_suite(suite: Suite, *, out: Path, view: View | None = None) -> list[dict
         records.append({"task": task_name, "protocol": protocol, "parties": parties,
                         "settings": settings.__dict__, **measured})  # fmt: skip
     view(f"{_bar(len(steps), len(steps))} done")
+    records += peer_records(peers, suite) if peers is not None else []
     finish(records)
     from secure_ml.bench.report import write_outputs
 
     write_outputs(records, out, suite=suite.name)
     return records
+
+
+def peer_records(folder: Path, suite: Suite) -> list[dict[str, Any]]:
+    """Peer records for this suite's tasks (a missing folder is an error, not a skip)."""
+    from secure_ml.errors import DataError
+
+    if not folder.is_dir():
+        raise DataError(f"--peers {folder}: no such folder; run `make bench-peers` first")
+    records = [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
+    return [
+        {"peak_rss_mb": None, "bytes_per_party": None, **r}
+        for r in records
+        if r["task"] in suite.tasks
+    ]
 
 
 def finish(records: list[dict[str, Any]]) -> None:

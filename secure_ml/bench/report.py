@@ -26,6 +26,10 @@ def _fmt(value: Any, spec: str = ".3g") -> str:
     return format(value, spec) if isinstance(value, float) else str(value)
 
 
+def _mb(nbytes: int | None) -> float | None:
+    return None if nbytes is None else nbytes / 1e6
+
+
 def markdown(records: list[dict[str, Any]], *, suite: str) -> str:
     lines = [f"# secure_ml benchmark ({suite} suite)", ""]
     first = records[0] if records else {}
@@ -40,11 +44,12 @@ def markdown(records: list[dict[str, Any]], *, suite: str) -> str:
             if r["task"] != task or "sweep" in r["protocol"]:
                 continue
             wall = f"{r['wall_s']:.3g} [{r['wall_min_s']:.3g}-{r['wall_max_s']:.3g}]"
-            lines.append(
-                f"| {r['protocol']} | {r['parties']} | {wall} | {r['bytes'] / 1e6:.3g} | "
-                f"{r['rounds']} | {_fmt(r.get('peak_rss_mb'), '.0f')} | {_fmt(r['accuracy'])} | "
-                f"{_fmt(r['error_vs_plain'])} | {_fmt(r['ratio_to_raw_crypten'])} |"
-            )
+            cells = [
+                r["protocol"], r["parties"], wall, _fmt(_mb(r["bytes"])), _fmt(r["rounds"]),
+                _fmt(r.get("peak_rss_mb"), ".0f"), _fmt(r["accuracy"]),
+                _fmt(r["error_vs_plain"]), _fmt(r["ratio_to_raw_crypten"]),
+            ]  # fmt: skip
+            lines.append("| " + " | ".join(str(c) for c in cells) + " |")
         lines.append("")
     series = sweep_series(records)
     if series:
@@ -95,18 +100,21 @@ def _pyplot() -> Any:
     return plt
 
 
+_COLOURS = {"secure_ml": "tab:blue", "raw_crypten": "tab:grey"}
+
+
 def plot_costs(records: list[dict[str, Any]], path: Path) -> None:
     plt = _pyplot()
     rows = [r for r in records if "sweep" not in r["protocol"] and r["protocol"] != "plaintext"]
     labels = [f"{r['task']}\n{r['protocol']} {r['parties']}p" for r in rows]
     fig, axes = plt.subplots(1, 2, figsize=(max(8, 1.2 * len(rows)), 4.5))
     for ax, key, title in ((axes[0], "wall_s", "wall time (s)"), (axes[1], "bytes", "MB sent")):
-        values = [r[key] / (1e6 if key == "bytes" else 1) for r in rows]
-        colours = ["tab:blue" if r["protocol"] == "secure_ml" else "tab:grey" for r in rows]
+        values = [(r[key] or 0) / (1e6 if key == "bytes" else 1) for r in rows]
+        colours = [_COLOURS.get(r["protocol"], "tab:green") for r in rows]
         ax.bar(range(len(rows)), values, color=colours)
         ax.set_xticks(range(len(rows)), labels, rotation=60, ha="right", fontsize=7)
         ax.set_title(title)
-    fig.suptitle("cost per task and protocol (blue: secure_ml, grey: raw CrypTen)")
+    fig.suptitle("cost per task and protocol (blue: secure_ml, grey: raw CrypTen, green: peers)")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

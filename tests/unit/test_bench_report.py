@@ -66,3 +66,19 @@ def test_outputs_are_written(tmp_path):
     assert sweep_series(records) == {"parties": [(2.0, 1.0, 100.0), (4.0, 4.0, 400.0)]}
     assert (tmp_path / "cost.png").stat().st_size > 1000
     assert (tmp_path / "scaling.png").stat().st_size > 1000
+
+
+def test_peer_records_join_the_suite_and_a_missing_folder_is_an_error(tmp_path):
+    from secure_ml.bench.harness import Suite, peer_records
+    from secure_ml.bench.tasks import Settings
+    from secure_ml.errors import DataError
+
+    suite = Suite("t", Settings(), ("logreg_breast_cancer",))
+    peer = record("spu_semi2k", 2, 0.9, 5_000_000, 0.98)
+    other = record("spu_semi2k", 2, 0.9, 5_000_000, 0.98, task="unlisted_task")
+    (tmp_path / "spu-2.json").write_text(json.dumps(peer))
+    (tmp_path / "x.json").write_text(json.dumps(other))
+    joined = peer_records(tmp_path, suite)
+    assert [r["protocol"] for r in joined] == ["spu_semi2k"]
+    with pytest.raises(DataError, match="make bench-peers"):
+        peer_records(tmp_path / "missing", suite)
