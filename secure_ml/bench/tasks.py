@@ -94,9 +94,15 @@ def _digits_checkpoint(s: Settings, scratch: Path) -> Path:
     return path
 
 
-def _infer_spec(n: int, s: Settings, scratch: Path) -> dict[str, Any]:
+def _infer_parties(n: int) -> list[dict[str, Any]]:
+    """A model owner, one client with the inputs, and n - 2 compute-only parties."""
     parties = [{"name": "model_owner", "roles": ["model_owner"]}]
-    parties += [{"name": f"client{i}", "roles": ["data_owner"]} for i in range(n - 1)]
+    parties.append({"name": "client0", "roles": ["data_owner"]})
+    return parties + [{"name": f"helper{i}", "roles": ["compute"]} for i in range(n - 2)]
+
+
+def _infer_spec(n: int, s: Settings, scratch: Path) -> dict[str, Any]:
+    parties = _infer_parties(n)
     return {
         "protocol": {"name": "mpc.infer", "dealer": "ttp", "seed": s.seed},
         "party": parties,
@@ -144,8 +150,7 @@ def _resnet_spec(n: int, s: Settings, scratch: Path) -> dict[str, Any]:
     _write_cifar_format(scratch / "cifar", synthetic_images(RESNET_IMAGES))
     return {
         "protocol": {"name": "mpc.infer", "dealer": "ttp", "seed": s.seed},
-        "party": [{"name": "model_owner", "roles": ["model_owner"]},
-                  *({"name": f"client{i}", "roles": ["data_owner"]} for i in range(n - 1))],
+        "party": _infer_parties(n),
         "data": {"source": f"torchvision:CIFAR10:{scratch / 'cifar'}", "partition": "horizontal"},
         "model": {"kind": "torchvision:resnet18", "num_classes": 10},
         "infer": {"batch_size": RESNET_IMAGES},
