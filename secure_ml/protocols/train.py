@@ -455,6 +455,8 @@ class MPCTrain(Protocol):
                 check_source(spec.data.source)
             except SecureMLError as e:
                 raise fail("[data]", str(e).removeprefix("[data] ")) from None
+            if vertical and spec.data.source.startswith("torchvision:"):
+                raise fail("[data]", "images are split by rows: use partition = 'horizontal'")
         if spec.model.kind not in TRAINABLE_KINDS:
             raise fail(
                 "[model]",

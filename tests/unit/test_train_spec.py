@@ -32,6 +32,7 @@ def spec(**changes):
     [
         ({"data": {"source": "sklearn:nope"}}, r"\[data\]: source = 'sklearn:nope'"),
         ({"data": {"partition": "horizontal"}}, "remove the 'label_owner' role"),
+        ({"data": {"source": "torchvision:MNIST:/data"}}, "images are split by rows"),
         ({"model": {"kind": "resnet"}}, r"kind = 'resnet': mpc.train trains one of logreg"),
         ({"dp": {"epsilon": 1.0, "delta": 1e-5}}, "remove \\[dp\\]"),
         ({"party": [{"name": "a", "roles": ["data_owner", "receiver"]}]}, "'label_owner'"),
