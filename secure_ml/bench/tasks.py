@@ -169,6 +169,16 @@ def _plaintext_resnet(s: Settings, scratch: Path) -> dict[str, Any]:
     return {"wall_s": time.perf_counter() - started, "accuracy": None, "max_abs_error": 0.0}
 
 
+def _schedule_config(*, with_hidden: bool = False, **fixed: float) -> Callable:
+    """The raw baseline's settings: the suite's schedule plus the task's fixed ones."""
+
+    def config(s: Settings) -> dict[str, Any]:
+        hidden = {"hidden": list(s.hidden)} if with_hidden else {}
+        return {"seed": s.seed, "epochs": s.epochs, "batch_size": s.batch_size, **fixed, **hidden}
+
+    return config
+
+
 TASKS: dict[str, Task] = {
     task.name: task
     for task in (
@@ -178,12 +188,7 @@ TASKS: dict[str, Task] = {
             logreg_spec,
             _plaintext_train(logreg_spec),
             raw_baseline="logreg_breast_cancer",
-            raw_config=lambda s: {
-                "seed": s.seed,
-                "epochs": s.epochs,
-                "batch_size": s.batch_size,
-                "lr": 0.5,
-            },
+            raw_config=_schedule_config(lr=0.5),
         ),
         Task(
             "digits_mlp_train",
@@ -191,14 +196,7 @@ TASKS: dict[str, Task] = {
             mlp_spec,
             _plaintext_train(mlp_spec),
             raw_baseline="digits_mlp_train",
-            raw_config=lambda s: {
-                "seed": s.seed,
-                "epochs": s.epochs,
-                "batch_size": s.batch_size,
-                "lr": 0.1,
-                "momentum": 0.9,
-                "hidden": list(s.hidden),
-            },
+            raw_config=_schedule_config(lr=0.1, momentum=0.9, with_hidden=True),
         ),
         Task("digits_mlp_infer", "infer", _infer_spec, _plaintext_infer),
         Task(

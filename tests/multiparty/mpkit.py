@@ -24,12 +24,18 @@ WORLDS = {
 LAUNCH_TIMEOUT_S = 120
 
 
+def protocol_for(world: str, name: str = "python", seed: int = 0) -> dict[str, Any]:
+    """The [protocol] table of ``world`` (TFP worlds are declared insecure, as tests may)."""
+    protocol = {"name": name, "dealer": WORLDS[world]["dealer"], "seed": seed}
+    if protocol["dealer"] == "tfp":
+        protocol["insecure_dealer"] = True
+    return protocol
+
+
 def make_spec(world: str, *, receivers: tuple[int, ...] = (), **sections: Any) -> dict:
     """A spec dict for ``world`` with parties p0, p1, (p2); extra sections merged in."""
     config = WORLDS[world]
-    protocol = {"name": "python", "dealer": config["dealer"]}
-    if config["dealer"] == "tfp":
-        protocol["insecure_dealer"] = True
+    protocol = protocol_for(world)
     parties = [
         {"name": f"p{i}", "roles": ["data_owner", *(["receiver"] if i in receivers else [])]}
         for i in range(config["parties"])

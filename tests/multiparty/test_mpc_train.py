@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from mpkit import LAUNCH_TIMEOUT_S, WORLDS
+from mpkit import LAUNCH_TIMEOUT_S, WORLDS, protocol_for
 
 from secure_ml.api import run_protocol
 from secure_ml.models import LogisticRegression
@@ -21,11 +21,8 @@ def train_spec(world: str, *, epochs: int) -> dict:
     n = config["parties"]
     parties = [{"name": f"p{i}", "roles": ["data_owner"]} for i in range(n)]
     parties[-1]["roles"] += ["label_owner", "receiver"]
-    protocol = {"name": "mpc.train", "dealer": config["dealer"], "seed": 3}
-    if config["dealer"] == "tfp":
-        protocol["insecure_dealer"] = True
     return {
-        "protocol": protocol,
+        "protocol": protocol_for(world, "mpc.train", seed=3),
         "party": parties,
         "data": {"source": "sklearn:breast_cancer", "partition": "vertical"},
         "train": {"epochs": epochs, "batch_size": 64, "lr": 0.5},
@@ -61,11 +58,8 @@ def horizontal_spec(world: str, *, source: str, kind: str, partition: str = "hor
     config = WORLDS[world]
     parties = [{"name": f"p{i}", "roles": ["data_owner"]} for i in range(config["parties"])]
     parties[0]["roles"].append("receiver")
-    protocol = {"name": "mpc.train", "dealer": config["dealer"], "seed": 1}
-    if config["dealer"] == "tfp":
-        protocol["insecure_dealer"] = True
     return {
-        "protocol": protocol,
+        "protocol": protocol_for(world, "mpc.train", seed=1),
         "party": parties,
         "data": {"source": source, "partition": partition, "alpha": 5.0},
         "model": {"kind": kind, "hidden": [8]},
