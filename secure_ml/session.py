@@ -113,7 +113,7 @@ class Session:
             world_size=self.world_size,
             rendezvous=self.rendezvous,
             with_dealer=self.roster.dealer is not None,
-            timeout_s=self.spec.launch.collective_timeout,
+            timeout_s=self._collective_timeout(),
             name=self.name,
         )
         self._stack.callback(self._disconnect)
@@ -132,6 +132,17 @@ class Session:
         if self._stack is not None:
             stack, self._stack = self._stack, None
             stack.close()
+
+    def _collective_timeout(self) -> float:
+        # The dealer legitimately idles while parties compute locally (loading,
+        # preprocessing); it waits up to the run's timeout. A dead party is
+        # caught sooner by the launcher's process watch.
+        launch = self.spec.launch
+        return (
+            max(launch.timeout, launch.collective_timeout)
+            if self.is_dealer
+            else launch.collective_timeout
+        )
 
     def _crypten_config(self) -> dict[str, Any]:
         provider = "TTP" if self.spec.protocol.dealer == "ttp" else "TFP"
