@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from secure_ml.bench.tasks import TASKS, Settings, Task
+from secure_ml.launch.local import progress_bar
 from secure_ml.spec import spec_from_dict
 from secure_ml.versions import versions
 
@@ -214,10 +215,5 @@ def _cpus() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
 
-def _bar(done: int, total: int, width: int = 24) -> str:
-    filled = round(width * done / max(total, 1))
-    return f"[{'#' * filled}{'.' * (width - filled)}] {done}/{total}"
-
-
-def load_records(path: Path) -> list[dict[str, Any]]:
-    return json.loads(Path(path).read_text())
+def _bar(done: int, total: int) -> str:
+    return f"{progress_bar(done, total)} {done}/{total}"

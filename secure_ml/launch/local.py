@@ -241,13 +241,18 @@ def _show_progress(
         view(f"[{time.monotonic() - started:6.1f}s] all parties: {message}{_bar(message)}")
 
 
-def _bar(message: str, width: int = 20) -> str:
+def _bar(message: str) -> str:
     """A progress bar for messages like 'epoch 2/5'."""
     match = re.search(r"(\d+)/(\d+)", message)
-    if match is None or int(match.group(2)) == 0:
+    if match is None:
         return ""
-    done = round(width * int(match.group(1)) / int(match.group(2)))
-    return f"  [{'#' * done}{'.' * (width - done)}]"
+    return "  " + progress_bar(int(match.group(1)), int(match.group(2)))
+
+
+def progress_bar(done: int, total: int, width: int = 24) -> str:
+    """``[#####...]``: the fraction ``done / total`` as a bar of ``width`` cells."""
+    filled = round(width * done / max(total, 1))
+    return f"[{'#' * filled}{'.' * (width - filled)}]"
 
 
 def _stop_all(processes: list[PartyProcess]) -> None:

@@ -21,26 +21,23 @@ TRAINABLE_KINDS = ("logreg", "linreg", "mlp", "cnn")
 BUILT_IN_KINDS = (*TRAINABLE_KINDS, "torchvision:resnet18")
 
 
-class LogisticRegression(nn.Module):
+class _LinearModel(nn.Module):
+    """One linear layer, ``x @ w.T + b``; its state_dict keys are ``linear.*``."""
+
+    def __init__(self, n_features: int, n_outputs: int = 1) -> None:
+        super().__init__()
+        self.linear = nn.Linear(n_features, n_outputs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x)
+
+
+class LogisticRegression(_LinearModel):
     """Logistic regression; forward returns logits (one per class, or one if binary)."""
 
-    def __init__(self, n_features: int, n_outputs: int = 1) -> None:
-        super().__init__()
-        self.linear = nn.Linear(n_features, n_outputs)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.linear(x)
-
-
-class LinearRegression(nn.Module):
-    """Linear regression: ``x @ w.T + b``."""
-
-    def __init__(self, n_features: int, n_outputs: int = 1) -> None:
-        super().__init__()
-        self.linear = nn.Linear(n_features, n_outputs)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.linear(x)
+class LinearRegression(_LinearModel):
+    """Linear regression: forward returns the predicted targets."""
 
 
 class MLP(nn.Module):

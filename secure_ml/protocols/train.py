@@ -124,23 +124,26 @@ def encode_targets(y: torch.Tensor | None, task: str, n_classes: int) -> torch.T
 # ----------------------------------------------------------------- stage 3 --
 
 
+def standardise_own(local: LocalData, task: str) -> None:
+    """Scale what this holder owns with its own statistics: tabular features, and
+    regression targets if it holds them (images keep their [0, 1] pixels)."""
+    if local.x_train is not None and local.x_train.dim() == 2:
+        scaler = Standardiser.fit(local.x_train)
+        local.x_train, local.x_test = (
+            scaler.transform(local.x_train),
+            scaler.transform(local.x_test),
+        )
+    if task == "regression" and local.y_train is not None:
+        scaler = Standardiser.fit(local.y_train.reshape(-1, 1))
+        local.y_train = scaler.transform(local.y_train.reshape(-1, 1)).flatten()
+        local.y_test = scaler.transform(local.y_test.reshape(-1, 1)).flatten()
+
+
 def preprocess(session: Session, local: LocalData, task: str) -> None:
     """Standardise features (and regression targets) without pooling data."""
-    spec = session.spec
-    tabular = local.x_train is None or local.x_train.dim() == 2
-    if spec.data.partition == "vertical":
-        if local.x_train is not None:
-            scaler = Standardiser.fit(local.x_train)
-            local.x_train, local.x_test = (
-                scaler.transform(local.x_train),
-                scaler.transform(local.x_test),
-            )
-        if task == "regression" and local.y_train is not None:
-            scaler = Standardiser.fit(local.y_train.reshape(-1, 1))
-            local.y_train = scaler.transform(local.y_train.reshape(-1, 1)).flatten()
-            local.y_test = scaler.transform(local.y_test.reshape(-1, 1)).flatten()
-        return
-    if tabular:
+    if session.spec.data.partition == "vertical":
+        standardise_own(local, task)
+    elif local.x_train is None or local.x_train.dim() == 2:
         global_standardise(session, local, task)
 
 
@@ -369,8 +372,8 @@ def plaintext_train(spec: Spec) -> tuple[torch.nn.Module, dict[str, Any]]:
     if vertical:
         labels = load_local(spec, spec.roster.with_role(LABEL_OWNER)[0])
         for part in parts:
-            preprocess_alone(part, task, labels=None)
-        preprocess_alone(labels, task, labels=labels)
+            standardise_own(part, task)
+        standardise_own(labels, task)
         x_train = torch.cat([p.x_train for p in parts], dim=1)
         x_test = torch.cat([p.x_test for p in parts], dim=1)
         y_train, y_test = labels.y_train, labels.y_test
@@ -385,7 +388,7 @@ def plaintext_train(spec: Spec) -> tuple[torch.nn.Module, dict[str, Any]]:
         )
         if x_train.dim() == 2:
             pooled = LocalData(x_train=x_train, x_test=x_test, y_train=y_train, y_test=y_test)
-            preprocess_alone(pooled, task, labels=pooled)
+            standardise_own(pooled, task)
             x_train, x_test, y_train, y_test = (
                 pooled.x_train,
                 pooled.x_test,
@@ -415,20 +418,6 @@ def plaintext_train(spec: Spec) -> tuple[torch.nn.Module, dict[str, Any]]:
     else:
         correct = (out.argmax(1) == y_test.argmax(1)).float()
     return model, {"plaintext_accuracy": float(correct.mean()), **timing}
-
-
-def preprocess_alone(local: LocalData, task: str, *, labels: LocalData | None) -> None:
-    """Stage 3 for one holder of everything it scales (the plaintext twin)."""
-    if local.x_train is not None and local.x_train.dim() == 2:
-        scaler = Standardiser.fit(local.x_train)
-        local.x_train, local.x_test = (
-            scaler.transform(local.x_train),
-            scaler.transform(local.x_test),
-        )
-    if task == "regression" and labels is not None:
-        scaler = Standardiser.fit(labels.y_train.reshape(-1, 1))
-        labels.y_train = scaler.transform(labels.y_train.reshape(-1, 1)).flatten()
-        labels.y_test = scaler.transform(labels.y_test.reshape(-1, 1)).flatten()
 
 
 # ------------------------------------------------------------------ protocol --
