@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from contextlib import ExitStack
+from contextlib import ExitStack, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +63,7 @@ class Session:
         self.setup_seconds: float | None = None
         self._progress = progress
         self._stack: ExitStack | None = None
+        self.precompute: Any = None  # secure_ml.sharing.precompute.Precompute, with a TTP
 
     # ---------------------------------------------------------- identity --
     @property
@@ -101,6 +102,8 @@ class Session:
 
     def start(self) -> None:
         """Connect, check the spec, set up PRNG seeds (see the module docstring)."""
+        from secure_ml.sharing.batched import batched_openings
+        from secure_ml.sharing.fast_config import fast_config
         from secure_ml.transport import connect
 
         started = time.perf_counter()
@@ -108,6 +111,8 @@ class Session:
         crypten = load_crypten()
         self._stack = ExitStack()
         self._stack.enter_context(crypten.cfg.temp_override(self._crypten_config()))
+        self._stack.enter_context(fast_config(crypten.cfg, self.spec.mpc.fast_config))
+        self._stack.enter_context(batched_openings(self.spec.mpc.batch_openings))
         connect(
             rank=self.rank,
             world_size=self.world_size,
@@ -115,6 +120,7 @@ class Session:
             with_dealer=self.roster.dealer is not None,
             timeout_s=self._collective_timeout(),
             name=self.name,
+            p2p_open=self.spec.mpc.p2p_open,
         )
         self._stack.callback(self._disconnect)
         self._check_same_spec()
@@ -124,8 +130,27 @@ class Session:
             crypten._setup_prng()
             if self.roster.dealer is not None:
                 crypten.mpc.provider.ttp_provider.TTPClient._init()
+                self._start_precompute()
         self.setup_seconds = time.perf_counter() - started
         log.info("session ready: %s (rank %d) in %.2fs", self.name, self.rank, self.setup_seconds)
+
+    def _start_precompute(self) -> None:
+        from secure_ml.sharing.precompute import pooled_dealer
+
+        mpc = self.spec.mpc
+        pooled = pooled_dealer(mpc.precompute, budget_mb=mpc.precompute_mb)
+        self.precompute = self._stack.enter_context(pooled)
+
+    def step(self, key: Any, remaining: int) -> Any:
+        """Context for one step of a repeated computation (see ``Precompute.step``).
+
+        With the TTP dealer and ``[mpc] precompute``, the dealer's tuples for
+        the next steps of the same shape are fetched in bulk; otherwise this
+        does nothing. Every party must make the same calls in the same order.
+        """
+        if self.precompute is None:
+            return nullcontext()
+        return self.precompute.step(key, remaining)
 
     def close(self) -> None:
         """Leave the run: party 0 tells the dealer to stop; groups are destroyed."""

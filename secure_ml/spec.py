@@ -89,6 +89,25 @@ class DPSpec:
 
 
 @dataclass(frozen=True)
+class MPCSpec:
+    """How the parties run the MPC engine. Every optimisation is on by default;
+    each can be switched off (benchmarks, debugging) without changing results
+    beyond fixed-point noise. All parties must agree, so these enter the hash."""
+
+    #: open shares with one point-to-point exchange instead of gloo's all_reduce
+    p2p_open: bool = True
+    #: open independent products together (autograd backward) and skip
+    #: gradients nobody asked for (e.g. with respect to the input data)
+    batch_openings: bool = True
+    #: fetch the dealer's triples for many steps in one bulk request
+    precompute: bool = True
+    #: memory cap (MB, per party) for tuples fetched ahead of time
+    precompute_mb: int = 256
+    #: serve CrypTen's configuration reads from a plain snapshot (see sharing/fast_config)
+    fast_config: bool = True
+
+
+@dataclass(frozen=True)
 class LaunchSpec:
     timeout: float = 1800.0
     collective_timeout: float = 300.0
@@ -107,6 +126,7 @@ class Spec:
     train: TrainSpec = field(default_factory=TrainSpec)
     infer: InferSpec = field(default_factory=InferSpec)
     dp: DPSpec | None = None
+    mpc: MPCSpec = field(default_factory=MPCSpec)
     launch: LaunchSpec = field(default_factory=LaunchSpec)
     source: str = "<dict>"
 
@@ -273,6 +293,13 @@ _SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], Check | None]]] = {
         "delta": ((float, int), _probability),
         "max_grad_norm": ((float, int), _positive),
     },
+    "mpc": {
+        "p2p_open": ((bool,), None),
+        "batch_openings": ((bool,), None),
+        "precompute": ((bool,), None),
+        "precompute_mb": ((int,), _at_least_one),
+        "fast_config": ((bool,), None),
+    },
     "launch": {
         "timeout": ((float, int), _positive),
         "collective_timeout": ((float, int), _positive),
@@ -288,6 +315,7 @@ _SECTION_CLASS = {
     "train": TrainSpec,
     "infer": InferSpec,
     "dp": DPSpec,
+    "mpc": MPCSpec,
     "launch": LaunchSpec,
 }
 

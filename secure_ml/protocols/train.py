@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -274,14 +275,19 @@ def train(session: Session, state: TrainState) -> list[dict[str, float]]:
     )
     loss_fn = loss_function(state.task, crypten.nn)
     history = []
-    for epoch, batches in enumerate(schedule(spec, state.x_train.shape[0]), start=1):
+    epochs = schedule(spec, state.x_train.shape[0])
+    # steps still to run per batch size: the dealer's tuples are fetched ahead
+    remaining = Counter(len(index) for batches in epochs for index in batches)
+    for epoch, batches in enumerate(epochs, start=1):
         for index in batches:
-            out = state.model(state.x_train[index])
-            y = state.y_train[index]
-            optimizer.zero_grad()
-            out.backward(output_gradient(out, y, state.task))
-            optimizer.step()
-        with crypten.no_grad():
+            with session.step(("train", len(index)), remaining[len(index)]):
+                out = state.model(state.x_train[index])
+                y = state.y_train[index]
+                optimizer.zero_grad()
+                out.backward(output_gradient(out, y, state.task))
+                optimizer.step()
+            remaining[len(index)] -= 1
+        with crypten.no_grad(), session.step(("loss", len(index)), len(epochs) - epoch + 1):
             last_loss = loss_fn(out, y)
         opened = session.reveal(last_loss, to=receivers, name="epoch losses")
         if opened is not None:

@@ -8,7 +8,9 @@ ourselves, so that only an explicit "terminate" from party 0 ends it normally.
 What the dealer learns: the shapes and kinds of the correlated randomness each
 request asks for, never a share of any party's data. What it sends: party 0's
 corrected share of each triple (the other parties derive theirs from seeds the
-dealer shared with them at start-up).
+dealer shared with them at start-up). A ``bulk`` message (see
+``secure_ml.sharing.precompute``) carries many requests; they are answered in
+order, and all corrections go back to party 0 as one tensor.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import logging
 
 from secure_ml.compat import load_crypten
+from secure_ml.sharing.precompute import BULK, answer_bulk
 
 log = logging.getLogger(__name__)
 TERMINATE = "terminate"
@@ -38,6 +41,11 @@ def serve() -> int:
         if message == TERMINATE:
             log.info("dealer: party 0 ended the session after %d requests", served)
             return served
+        if message["function"] == BULK:
+            server.device = "cpu"
+            comm.broadcast(answer_bulk(server, message), dealer_rank, server.comm_group)
+            served += len(message["requests"])
+            continue
         server.device = message["device"]
         result = getattr(server, message["function"])(*message["args"], **message["kwargs"])
         comm.send_obj(result.size(), 0, server.ttp_group)

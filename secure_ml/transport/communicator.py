@@ -8,6 +8,14 @@ as arguments and gives every process group CrypTen creates (the default group,
 It is installed as CrypTen's communicator instance, so all of CrypTen's
 collectives and its byte/round counters run through it.
 
+With ``p2p_open`` (the default), the two calls that open shares, ``all_reduce``
+(everyone learns the value) and ``reduce`` (one party does), run as one
+point-to-point exchange over ``PeerLinks`` instead of gloo's collectives, and a
+batched opening (a list of tensors) travels as one message per link instead of
+one collective per tensor. They are counted in CrypTen's own convention, so
+the numbers compare with raw CrypTen's: one round per opening, and each party
+counts the elements it sends plus those it receives, 8 bytes each.
+
 Ranks: the compute parties are ``0..world_size-1``; when a dealer (TTP) takes
 part it is rank ``world_size`` and the default group has ``world_size + 1``
 ranks, as in CrypTen.
@@ -18,9 +26,16 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
+import torch
 import torch.distributed as dist
 
 from secure_ml.compat import load_crypten
+from secure_ml.transport.links import PeerLinks
+
+#: above this many elements, with three or more parties, gloo's ring all_reduce
+#: (which sends ~2x the tensor per party whatever n) beats a full exchange (which
+#: sends (n-1)x); measured on loopback, see benchmarks/README.md
+P2P_MAX_ELEMENTS_MULTI = 1 << 16
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +56,7 @@ def _communicator_class() -> type:
             with_dealer: bool,
             timeout_s: float,
             name: str,
+            p2p_open: bool = True,
             backend: str = "gloo",
         ) -> None:
             # CrypTen's __init__ is skipped on purpose: it reads the environment
@@ -66,7 +82,58 @@ def _communicator_class() -> type:
                 self.ttp_comm_group = dist.new_group([0, total - 1], timeout=timeout)
             self.main_group = dist.new_group(list(range(world_size)), timeout=timeout)
             self.ttp_initialized = with_dealer
+            self.links = None
+            if p2p_open and rank < world_size and world_size > 1:
+                self.links = PeerLinks(rank=rank, world_size=world_size, group=self.main_group)
             log.debug("process groups ready: rank %d of %d", rank, total)
+
+        # ------------------------------------------------ opening shares --
+        def all_reduce(self, input, op=dist.ReduceOp.SUM, batched=False):
+            if not self._p2p(input, op):
+                return super().all_reduce(input, op=op, batched=batched)
+            flat, shapes = _flatten(input, batched)
+            self._count(2 * len(self.links.peers) * flat.nelement())
+            opened = _combine(self.links.exchange(flat), op)
+            return _unflatten(opened, shapes, batched)
+
+        def reduce(self, input, dst, op=dist.ReduceOp.SUM, batched=False):
+            if not self._p2p(input, op):
+                return super().reduce(input, dst, op=op, batched=batched)
+            flat, shapes = _flatten(input, batched)
+            peers = len(self.links.peers)
+            self._count((peers if dst == self.rank else 1) * flat.nelement())
+            payloads = self.links.collect(flat, dst)
+            if payloads is None:
+                return None
+            return _unflatten(_combine(payloads, op), shapes, batched)
+
+        def gather(self, tensor, dst):
+            # CrypTen's truncation with 3+ parties gathers masked shares at party 0
+            if not self._p2p(tensor, dist.ReduceOp.SUM):
+                return super().gather(tensor, dst)
+            peers = len(self.links.peers)
+            self._count((peers if dst == self.rank else 1) * tensor.nelement())
+            payloads = self.links.collect(tensor.contiguous(), dst)
+            return [None] if payloads is None else payloads
+
+        def all_gather(self, tensor):
+            if not self._p2p(tensor, dist.ReduceOp.SUM):
+                return super().all_gather(tensor)
+            self._count(2 * len(self.links.peers) * tensor.nelement())
+            return self.links.exchange(tensor.contiguous())
+
+        def _p2p(self, input, op) -> bool:
+            if self.links is None or op not in _COMBINE:
+                return False
+            tensors = input if isinstance(input, list) else [input]
+            if any(t.dtype != torch.long for t in tensors):
+                return False  # shares are int64; anything else keeps CrypTen's path
+            n = sum(t.nelement() for t in tensors)
+            return self.world_size == 2 or n <= P2P_MAX_ELEMENTS_MULTI
+
+        def _count(self, nelement: int) -> None:
+            if crypten.cfg.communicator.verbose:
+                self._log_communication(nelement)
 
         def broadcast(self, input, src, group=None, batched=False):
             result = super().broadcast(input, src, group=group, batched=batched)
@@ -81,6 +148,32 @@ def _communicator_class() -> type:
     return SecureMLCommunicator
 
 
+_COMBINE = {
+    dist.ReduceOp.SUM: torch.add,  # arithmetic shares; int64 wraps like Z_2^64
+    dist.ReduceOp.BXOR: torch.bitwise_xor,  # binary shares
+}
+
+
+def _flatten(input, batched: bool) -> tuple[torch.Tensor, list[torch.Size]]:
+    tensors = input if batched else [input]
+    shapes = [t.shape for t in tensors]
+    return torch.cat([t.reshape(-1) for t in tensors]), shapes
+
+
+def _unflatten(flat: torch.Tensor, shapes: list[torch.Size], batched: bool):
+    sizes = [s.numel() for s in shapes]
+    parts = [p.reshape(s) for p, s in zip(flat.split(sizes), shapes, strict=True)]
+    return parts if batched else parts[0]
+
+
+def _combine(payloads: list[torch.Tensor], op) -> torch.Tensor:
+    combine = _COMBINE[op]
+    total = payloads[0].clone()
+    for payload in payloads[1:]:
+        total = combine(total, payload, out=total)
+    return total
+
+
 def connect(
     *,
     rank: int,
@@ -89,6 +182,7 @@ def connect(
     with_dealer: bool,
     timeout_s: float,
     name: str,
+    p2p_open: bool = True,
 ) -> object:
     """Create our communicator and install it as CrypTen's communicator."""
     crypten = load_crypten()
@@ -102,6 +196,7 @@ def connect(
         with_dealer=with_dealer,
         timeout_s=timeout_s,
         name=name,
+        p2p_open=p2p_open,
     )
     registry.instance = instance
     return instance

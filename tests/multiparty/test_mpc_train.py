@@ -16,7 +16,11 @@ from secure_ml.spec import spec_from_dict
 WEIGHT_TOLERANCE = 0.01  # measured: ~0.0015 after 2 epochs
 
 
-def train_spec(world: str, *, epochs: int) -> dict:
+#: every [mpc] optimisation off: the correctness tests run both ways
+ALL_OFF = {"p2p_open": False, "batch_openings": False, "precompute": False, "fast_config": False}
+
+
+def train_spec(world: str, *, epochs: int, mpc: dict | None = None) -> dict:
     config = WORLDS[world]
     n = config["parties"]
     parties = [{"name": f"p{i}", "roles": ["data_owner"]} for i in range(n)]
@@ -26,14 +30,17 @@ def train_spec(world: str, *, epochs: int) -> dict:
         "party": parties,
         "data": {"source": "sklearn:breast_cancer", "partition": "vertical"},
         "train": {"epochs": epochs, "batch_size": 64, "lr": 0.5},
+        "mpc": mpc or {},
         "launch": {"collective_timeout": 60},
     }
 
 
 @pytest.mark.multiparty
 @pytest.mark.timeout(240)
-def test_secure_weights_equal_plaintext_weights(world, tmp_path):
-    spec = spec_from_dict(train_spec(world, epochs=2))
+@pytest.mark.parametrize("engine", ["optimised", "plain"])
+def test_secure_weights_equal_plaintext_weights(world, engine, tmp_path):
+    mpc = ALL_OFF if engine == "plain" else {}
+    spec = spec_from_dict(train_spec(world, epochs=2, mpc=mpc))
     result = run_protocol(spec, out=tmp_path, timeout=LAUNCH_TIMEOUT_S)
 
     secure = LogisticRegression(30)
@@ -79,8 +86,10 @@ def assert_weights_match(spec, out, tolerance):
 
 @pytest.mark.multiparty
 @pytest.mark.timeout(240)
-def test_horizontal_multiclass_mlp_matches_plaintext(world, tmp_path):
-    spec = spec_from_dict(horizontal_spec(world, source="sklearn:iris", kind="mlp"))
+@pytest.mark.parametrize("engine", ["optimised", "plain"])
+def test_horizontal_multiclass_mlp_matches_plaintext(world, engine, tmp_path):
+    raw = horizontal_spec(world, source="sklearn:iris", kind="mlp")
+    spec = spec_from_dict({**raw, "mpc": ALL_OFF if engine == "plain" else {}})
     result = run_protocol(spec, out=tmp_path, timeout=LAUNCH_TIMEOUT_S)
     plain = assert_weights_match(spec, tmp_path, WEIGHT_TOLERANCE)
     assert result["revealed_to"]["global column moments"] == [p.name for p in spec.parties]

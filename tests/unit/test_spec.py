@@ -41,6 +41,9 @@ def test_defaults_and_roster_with_the_dealer_as_last_rank():
         ({"protocol": {"name": "python", "dealer": "tfp"}}, r"insecure_dealer = true"),
         ({"protocol": {"name": "python", "seed": True}}, r"seed = True: expected int"),
         ({"extras": {}}, r"\[extras\]: unknown section"),
+        ({"mpc": {"p2p_open": "yes"}}, r"\[mpc\]: p2p_open = 'yes': expected bool"),
+        ({"mpc": {"precompute_mb": 0}}, r"precompute_mb = 0: must be an integer >= 1"),
+        ({"mpc": {"fast": True}}, r"unknown key 'fast'; allowed keys: p2p_open, batch_openings"),
     ],
 )
 def test_validation_errors_name_key_value_and_allowed(change, message):
@@ -118,3 +121,13 @@ def test_spec_round_trips_through_its_dict_form():
     spec = spec_from_dict(base(train={"epochs": 2}, dp={"epsilon": 1, "delta": 1e-5}))
     again = spec_from_dict(spec.to_dict())
     assert again == spec.__class__(**{**spec.__dict__, "source": again.source})
+
+
+def test_mpc_optimisations_are_on_by_default_and_enter_the_hash():
+    spec = spec_from_dict(base())
+    mpc = spec.mpc
+    assert mpc.p2p_open and mpc.batch_openings and mpc.precompute and mpc.fast_config
+    assert mpc.precompute_mb == 256
+    # parties must agree on how shares are opened and tuples fetched
+    assert spec_from_dict(base(mpc={"precompute": False})).hash != spec.hash
+    assert spec_from_dict(base(mpc={"precompute_mb": 64})).hash != spec.hash
