@@ -8,26 +8,40 @@ raw CrypTen with the same parties (``raw_crypten``). Each (task, protocol) runs
 plaintext. ``ratio_to_raw_crypten`` divides our median by raw CrypTen's from
 the same command. Wall time is the training (or prediction) phase only, for
 every protocol alike; setup and process start are excluded.
+
+Ablations show what each ``[mpc]`` optimisation buys on the headline task:
+``secure_ml ablation:none`` runs with every switch off (the before) and
+``secure_ml ablation:-X`` with every switch on except ``X``; the plain
+``secure_ml`` record is all on. ``ratio_to_all_on`` divides an ablation's
+median by the all-on record's from the same command.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import platform
 import statistics
 import sys
 import tempfile
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from secure_ml.bench.tasks import TASKS, Settings, Task
 from secure_ml.launch.local import progress_bar
-from secure_ml.spec import spec_from_dict
+from secure_ml.spec import MPCSpec, spec_from_dict
 from secure_ml.versions import versions
 
 View = Callable[[str], None]
+Runner = Callable[..., dict[str, Any]]
+
+#: the [mpc] switches an ablation turns off: every boolean of MPCSpec
+OPTIMISATIONS = tuple(f.name for f in fields(MPCSpec) if f.type in (bool, "bool"))
+#: the task the ablations run on: the headline, where a reader looks first
+ABLATION_TASK = "logreg_breast_cancer"
+ABLATION_PREFIX = "secure_ml ablation:"
 
 
 @dataclass(frozen=True)
@@ -40,13 +54,18 @@ class Suite:
     sweeps: dict[str, tuple[Any, ...]] = field(default_factory=dict)
     #: per-task changes to ``settings`` (e.g. fewer epochs for a slow task)
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: ablation variants on ABLATION_TASK: "none" (all off) or "-X" (all on but X)
+    ablations: tuple[str, ...] = ()
 
     def settings_for(self, task: str) -> Settings:
         return replace(self.settings, **self.overrides.get(task, {}))
 
 
 SUITES = {
-    "quick": Suite("quick", Settings(epochs=1, hidden=(16,)), ("logreg_breast_cancer",)),
+    # quick runs in CI, so only the before (all off) beside the after (all on)
+    "quick": Suite(
+        "quick", Settings(epochs=1, hidden=(16,)), ("logreg_breast_cancer",), ablations=("none",)
+    ),
     "full": Suite(
         "full",
         Settings(epochs=5, hidden=(32,)),
@@ -55,14 +74,40 @@ SUITES = {
         sweeps={"parties": (2, 3, 4, 5), "batch_size": (32, 64, 128), "hidden": (16, 32, 64)},
         # 5 epochs of the MLP under raw CrypTen with 3 parties take ~5 minutes here
         overrides={"digits_mlp_train": {"epochs": 2}, "digits_mlp_infer": {"epochs": 2}},
+        ablations=("none", *(f"-{name}" for name in OPTIMISATIONS)),
     ),
 }
 
 
-def secure_ml_run(task: Task, settings: Settings, parties: int, scratch: Path) -> dict[str, Any]:
+def ablation_switches(protocol: str) -> dict[str, bool] | None:
+    """The [mpc] switches an ablation protocol name stands for; None if not an ablation."""
+    if not protocol.startswith(ABLATION_PREFIX):
+        return None
+    variant = protocol.removeprefix(ABLATION_PREFIX)
+    if variant == "none":
+        return {name: False for name in OPTIMISATIONS}
+    off = variant.removeprefix("-")
+    if not variant.startswith("-") or off not in OPTIMISATIONS:
+        choices = ", ".join(["none", *(f"-{name}" for name in OPTIMISATIONS)])
+        raise ValueError(f"{protocol!r}: unknown ablation {variant!r}; use one of {choices}")
+    return {name: name != off for name in OPTIMISATIONS}
+
+
+def secure_ml_run(
+    task: Task,
+    settings: Settings,
+    parties: int,
+    scratch: Path,
+    *,
+    mpc: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """One secure_ml run; ``mpc`` overrides keys of the spec's [mpc] table."""
     from secure_ml.api import run_protocol
 
-    spec = spec_from_dict(task.make_spec(parties, settings, scratch))
+    raw = task.make_spec(parties, settings, scratch)
+    if mpc:
+        raw["mpc"] = {**raw.get("mpc", {}), **mpc}
+    spec = spec_from_dict(raw)
     result = run_protocol(spec, out=scratch / "run")
     phase = "train" if task.kind == "train" else "predict"
     metrics = result["metrics"]
@@ -74,6 +119,8 @@ def secure_ml_run(task: Task, settings: Settings, parties: int, scratch: Path) -
         "peak_rss_mb": max(result["peak_rss_mb"].values()),
         "accuracy": metrics.get("accuracy") if task.metric == "accuracy" else None,
         "max_abs_error": metrics.get("max_abs_error"),
+        # the effective table (defaults included), so a record says what it measured
+        "mpc": asdict(spec.mpc),
     }
 
 
@@ -126,6 +173,11 @@ def plan(suite: Suite) -> list[tuple[str, str, int, Settings]]:
             if task.raw_baseline is not None:
                 steps.append((name, "raw_crypten", n, settings))
             steps.append((name, "secure_ml", n, settings))
+    if ABLATION_TASK in suite.tasks:
+        settings = suite.settings_for(ABLATION_TASK)  # the all-on record's, so ratios hold
+        for n in suite.parties:
+            for variant in suite.ablations:
+                steps.append((ABLATION_TASK, f"{ABLATION_PREFIX}{variant}", n, settings))
     for variable, values in suite.sweeps.items():
         for value in values:
             task = "digits_mlp_train" if variable == "hidden" else "logreg_breast_cancer"
@@ -142,6 +194,13 @@ def plan(suite: Suite) -> list[tuple[str, str, int, Settings]]:
 RUNNERS = {"plaintext": plaintext_run, "raw_crypten": raw_run, "secure_ml": secure_ml_run}
 
 
+def runner_for(protocol: str) -> Runner:
+    """The runner for ``protocol``, with an ablation's [mpc] switches bound to it."""
+    runner = RUNNERS[protocol.split()[0]]
+    switches = ablation_switches(protocol)
+    return runner if switches is None else functools.partial(runner, mpc=switches)
+
+
 def run_suite(
     suite: Suite, *, out: Path, view: View | None = None, peers: Path | None = None
 ) -> list[dict[str, Any]]:
@@ -156,7 +215,7 @@ def run_suite(
     records = []
     for i, (task_name, protocol, parties, settings) in enumerate(steps, start=1):
         view(f"{_bar(i - 1, len(steps))} {task_name} / {protocol} / {parties} parties")
-        runner = RUNNERS[protocol.split()[0]]
+        runner = runner_for(protocol)
         repeats = 1 if "sweep" in protocol else suite.repeats
         measured = _measure(runner, TASKS[task_name], settings, parties, repeats)
         records.append({"task": task_name, "protocol": protocol, "parties": parties,
@@ -185,7 +244,7 @@ def peer_records(folder: Path, suite: Suite) -> list[dict[str, Any]]:
 
 
 def finish(records: list[dict[str, Any]]) -> None:
-    """Add error against plaintext, ratio to raw CrypTen, versions and machine info."""
+    """Add error against plaintext, ratios to raw CrypTen and to all-on, versions, machine."""
     plain = {r["task"]: r for r in records if r["protocol"] == "plaintext"}
     raw = {(r["task"], r["parties"]): r for r in records if r["protocol"] == "raw_crypten"}
     machine = {"platform": platform.platform(), "python": sys.version.split()[0],
@@ -205,8 +264,24 @@ def finish(records: list[dict[str, Any]]) -> None:
             r["bytes_ratio_to_raw_crypten"] = r["bytes"] / baseline["bytes"]
         else:
             r["ratio_to_raw_crypten"] = None
+        r.setdefault("mpc", None)  # only secure_ml runs have [mpc] switches
         r["versions"] = versions()
         r["machine"] = machine
+    _add_ratio_to_all_on(records)
+
+
+def _add_ratio_to_all_on(records: list[dict[str, Any]]) -> None:
+    """``ratio_to_all_on``: an ablation's (or all-on's own) wall time / all-on's.
+
+    Only the ablation family gets one: other protocols already compare against
+    raw CrypTen, and a sweep changes more than the switches.
+    """
+    all_on = {(r["task"], r["parties"]): r for r in records if r["protocol"] == "secure_ml"}
+    for r in records:
+        base = all_on.get((r["task"], r["parties"]))
+        in_family = r["protocol"] == "secure_ml" or r["protocol"].startswith(ABLATION_PREFIX)
+        comparable = in_family and base is not None and base["settings"] == r["settings"]
+        r["ratio_to_all_on"] = r["wall_s"] / base["wall_s"] if comparable else None
 
 
 def _cpus() -> int:

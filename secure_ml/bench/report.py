@@ -30,27 +30,45 @@ def _mb(nbytes: int | None) -> float | None:
     return None if nbytes is None else nbytes / 1e6
 
 
+def _wall(r: dict[str, Any]) -> str:
+    return f"{r['wall_s']:.3g} [{r['wall_min_s']:.3g}-{r['wall_max_s']:.3g}]"
+
+
+# Protocol names the harness gives ablations: "secure_ml ablation:none" (all
+# off) and "secure_ml ablation:-X" (all on but X); plain "secure_ml" is all on.
+ABLATION = "ablation:"
+
+
+def is_ablation(r: dict[str, Any]) -> bool:
+    return ABLATION in r["protocol"]
+
+
+def _in_task_tables(r: dict[str, Any]) -> bool:
+    # sweeps and ablations have their own sections; repeating them would bury the headline
+    return "sweep" not in r["protocol"] and not is_ablation(r)
+
+
 def markdown(records: list[dict[str, Any]], *, suite: str) -> str:
     lines = [f"# secure_ml benchmark ({suite} suite)", ""]
     first = records[0] if records else {}
     lines += [f"Machine: {first.get('machine')}; versions: {first.get('versions')}.", ""]
     lines += ["Wall time is the training (or prediction) phase; ratio = ours / raw CrypTen "
               "from this same command.", ""]  # fmt: skip
-    for task in dict.fromkeys(r["task"] for r in records if "sweep" not in r["protocol"]):
+    for task in dict.fromkeys(r["task"] for r in records if _in_task_tables(r)):
         lines += [f"## {task}", "", "| protocol | parties | wall s (median [min-max]) | MB sent "
                   "| rounds | peak MB | accuracy | error vs plain | ratio to raw |",
                   "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
         for r in records:
-            if r["task"] != task or "sweep" in r["protocol"]:
+            if r["task"] != task or not _in_task_tables(r):
                 continue
-            wall = f"{r['wall_s']:.3g} [{r['wall_min_s']:.3g}-{r['wall_max_s']:.3g}]"
             cells = [
-                r["protocol"], r["parties"], wall, _fmt(_mb(r["bytes"])), _fmt(r["rounds"]),
+                r["protocol"], r["parties"], _wall(r), _fmt(_mb(r["bytes"])), _fmt(r["rounds"]),
                 _fmt(r.get("peak_rss_mb"), ".0f"), _fmt(r["accuracy"]),
                 _fmt(r["error_vs_plain"]), _fmt(r["ratio_to_raw_crypten"]),
             ]  # fmt: skip
             lines.append("| " + " | ".join(str(c) for c in cells) + " |")
         lines.append("")
+    lines += optimisation_tables(records)
     series = sweep_series(records)
     if series:
         lines += ["## Scaling", "", "| variable | values | wall s | MB sent | growth exponent "
@@ -64,6 +82,60 @@ def markdown(records: list[dict[str, Any]], *, suite: str) -> str:
             lines.append(f"| {variable} | {values} | {times} | {megabytes} | {exponents} |")
         lines.append("")
     return "\n".join(lines)
+
+
+def ablation_label(protocol: str) -> str | None:
+    """The row name of an optimisation run: "all off", "all but X", "all on"; else None."""
+    if protocol == "secure_ml":
+        return "all on"
+    if ABLATION not in protocol:
+        return None
+    variant = protocol.split(ABLATION, 1)[1]
+    return "all off" if variant == "none" else f"all but {variant.removeprefix('-')}"
+
+
+def ablation_groups(records: list[dict[str, Any]]) -> dict[tuple[str, int], list[dict[str, Any]]]:
+    """(task, parties) -> rows all off, each all but X, all on; only where ablations ran."""
+    ablated = {(r["task"], r["parties"]) for r in records if is_ablation(r)}
+    groups: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
+    for r in records:
+        if (r["task"], r["parties"]) in ablated and ablation_label(r["protocol"]) is not None:
+            groups[(r["task"], r["parties"])].append(r)
+    # before first, after last, the single switches between in the harness's order
+    rank = {"all off": 0, "all on": 2}
+    return {
+        key: sorted(rows, key=lambda r: rank.get(ablation_label(r["protocol"]), 1))
+        for key, rows in sorted(groups.items())
+    }
+
+
+_OPTIMISATION_HEADER = (
+    "| optimisations | wall s (median [min-max]) | rounds | MB sent | accuracy "
+    "| ratio to raw CrypTen | ratio to all on |"
+)
+
+
+def optimisation_tables(records: list[dict[str, Any]]) -> list[str]:
+    """The "Optimisations (before/after)" section: one table per task and party count."""
+    groups = ablation_groups(records)
+    if not groups:
+        return []
+    lines = ["## Optimisations (before/after)", "",
+             "Rows switch the spec's `[mpc]` optimisations on and off on the same task and "
+             "settings; \"all off\" is the engine before them, \"all on\" the default.",
+             "Read \"all but X\" as X alone switched off: its slowdown against all on "
+             "(ratio to all on above 1) is what X buys.", ""]  # fmt: skip
+    for (task, parties), rows in groups.items():
+        lines += [f"### {task}, {parties} parties", "", _OPTIMISATION_HEADER, "|---" * 7 + "|"]
+        for r in rows:
+            cells = [
+                ablation_label(r["protocol"]), _wall(r), _fmt(r["rounds"]),
+                _fmt(_mb(r["bytes"])), _fmt(r["accuracy"]),
+                _fmt(r.get("ratio_to_raw_crypten")), _fmt(r.get("ratio_to_all_on")),
+            ]  # fmt: skip
+            lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+        lines.append("")
+    return lines
 
 
 def sweep_series(records: list[dict[str, Any]]) -> dict[str, list[tuple[float, float, float]]]:
@@ -105,7 +177,8 @@ _COLOURS = {"secure_ml": "tab:blue", "raw_crypten": "tab:grey"}
 
 def plot_costs(records: list[dict[str, Any]], path: Path) -> None:
     plt = _pyplot()
-    rows = [r for r in records if "sweep" not in r["protocol"] and r["protocol"] != "plaintext"]
+    # ablations stay out: they would read as peers (green) and crowd the headline bars
+    rows = [r for r in records if _in_task_tables(r) and r["protocol"] != "plaintext"]
     labels = [f"{r['task']}\n{r['protocol']} {r['parties']}p" for r in rows]
     fig, axes = plt.subplots(1, 2, figsize=(max(8, 1.2 * len(rows)), 4.5))
     for ax, key, title in ((axes[0], "wall_s", "wall time (s)"), (axes[1], "bytes", "MB sent")):

@@ -8,6 +8,8 @@ import sys
 
 import pytest
 
+from secure_ml.bench.harness import OPTIMISATIONS
+
 FIELDS = {"task", "protocol", "parties", "wall_s", "bytes", "rounds", "accuracy",
           "error_vs_plain", "ratio_to_raw_crypten", "versions", "machine"}  # fmt: skip
 
@@ -28,6 +30,15 @@ def test_quick_bench_writes_results_report_and_plots(tmp_path):
     for r in ours:
         assert r["ratio_to_raw_crypten"] > 0 and r["bytes"] > 0 and r["rounds"] > 0
         assert r["error_vs_plain"] <= 0.05
-    assert "## logreg_breast_cancer" in (tmp_path / "report.md").read_text()
+    for r in ours:
+        assert all(r["mpc"][name] for name in OPTIMISATIONS)
+    before = [r for r in headline if r["protocol"] == "secure_ml ablation:none"]
+    assert sorted(r["parties"] for r in before) == [2, 3]
+    for r in before:
+        assert not any(r["mpc"][name] for name in OPTIMISATIONS)
+        assert r["ratio_to_raw_crypten"] > 0 and r["ratio_to_all_on"] > 0
+        assert r["error_vs_plain"] <= 0.05  # switching optimisations off keeps the results
+    report = (tmp_path / "report.md").read_text()
+    assert "## logreg_breast_cancer" in report and "## Optimisations (before/after)" in report
     assert (tmp_path / "cost.png").stat().st_size > 1000
     assert "[########################]" in done.stdout  # the progress bar reached the end
