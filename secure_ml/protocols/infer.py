@@ -23,6 +23,7 @@ Stages, and what each party sends and learns:
 from __future__ import annotations
 
 import time
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -184,14 +185,22 @@ def predict(session: Session, model: Any, local: LocalData) -> torch.Tensor | No
     counts = publish(mine, my_rank=session.rank, world_size=session.world_size)
     model.eval()
     outputs: list[torch.Tensor] = []
+    size = spec.infer.batch_size
+    # batches still to run per batch length: the dealer's tuples are fetched ahead
+    lengths = [min(size, counts[o.rank] - start)
+               for o in data_owners(spec) for start in range(0, counts[o.rank], size)]  # fmt: skip
+    remaining = Counter(lengths)
     for owner in data_owners(spec):
         n_rows = counts[owner.rank]
-        for start in range(0, n_rows, spec.infer.batch_size):
-            rows = slice(start, start + spec.infer.batch_size)
+        for start in range(0, n_rows, size):
+            rows = slice(start, start + size)
             batch = local.x_test[rows] if owner.rank == session.rank else None
             shared = session.share(batch, owner=owner.name, name="inputs")
-            with session.crypten.no_grad():
-                opened = session.reveal(model(shared), to=[owner.name], name="predictions")
+            length = min(size, n_rows - start)
+            with session.crypten.no_grad(), session.step(("infer", length), remaining[length]):
+                logits = model(shared)
+            remaining[length] -= 1
+            opened = session.reveal(logits, to=[owner.name], name="predictions")
             if opened is not None:
                 outputs.append(opened)
         session.progress(f"predicted {n_rows} rows of {owner.name}")

@@ -95,7 +95,14 @@ def _pooled_provider_class() -> type:
 
 
 def _key(name: str, args: tuple, kwargs: dict) -> Hashable:
-    return (name, args, frozenset(kwargs.items()))
+    # convolution arguments arrive as lists from ONNX (padding=[1, 1], ...)
+    return (name, _hashable(args), _hashable(sorted(kwargs.items())))
+
+
+def _hashable(value: Any) -> Hashable:
+    if isinstance(value, (list, tuple)) and not isinstance(value, torch.Size):
+        return tuple(_hashable(v) for v in value)
+    return value
 
 
 @contextmanager
@@ -161,7 +168,11 @@ def answer_bulk(server: Any, message: dict[str, Any]) -> torch.Tensor:
 
 
 def tuple_bytes(requests: list[tuple[str, tuple, dict]]) -> int:
-    """Memory one round of ``requests`` takes in the pool (int64 tensors)."""
+    """Memory one round of ``requests`` takes in the pool (int64 tensors).
+
+    An estimate: every tensor of a tuple is counted at its first operand's
+    size (exact for elementwise tuples; for a matmul triple usually more).
+    """
     total = 0
     for name, args, _ in requests:
         size = args[0]
@@ -176,13 +187,16 @@ class Precompute:
     Use ``with precompute.step(key, remaining):`` around each step, where
     ``key`` names the step's shape (e.g. its batch size) and ``remaining``
     counts the steps of that shape still to run, this one included. All
-    parties must make the same calls in the same order.
+    parties must make the same calls in the same order; steps do not nest.
+    Tuples for at most ``budget_mb`` are held ahead; a step that alone needs
+    more is served live.
     """
 
     def __init__(self, provider: Any, *, budget_mb: int) -> None:
         self.provider = provider
         self.budget = budget_mb * 1024 * 1024
         self.plans: dict[Hashable, list[tuple[str, tuple, dict]]] = {}
+        self.step_bytes: dict[Hashable, int] = {}
         self.ahead: dict[Hashable, int] = {}
         self.bulk_fills = 0
 
@@ -195,11 +209,13 @@ class Precompute:
                 yield
             finally:
                 self.plans[key], self.provider.recording = self.provider.recording, None
+                self.step_bytes[key] = max(1, tuple_bytes(self.plans[key]))
                 self.ahead[key] = 0
             return
-        if self.ahead[key] == 0 and plan:
-            per_step = max(1, tuple_bytes(plan))
-            times = max(1, min(remaining, self.budget // per_step))
+        per_step = self.step_bytes[key]
+        # a step whose tuples alone exceed the cap is served live, as before
+        if self.ahead[key] == 0 and plan and per_step <= self.budget:
+            times = min(remaining, self.budget // per_step)
             self.provider.fill(plan, times)
             self.ahead[key] = times
             self.bulk_fills += 1

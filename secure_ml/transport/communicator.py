@@ -8,11 +8,13 @@ as arguments and gives every process group CrypTen creates (the default group,
 It is installed as CrypTen's communicator instance, so all of CrypTen's
 collectives and its byte/round counters run through it.
 
-With ``p2p_open`` (the default), the two calls that open shares, ``all_reduce``
-(everyone learns the value) and ``reduce`` (one party does), run as one
+With ``p2p_open`` (the default), the calls that open shares, ``all_reduce``
+(everyone learns the value), ``reduce`` (one party does), and ``gather`` and
+``all_gather`` (CrypTen's truncation and binary openings), run as one
 point-to-point exchange over ``PeerLinks`` instead of gloo's collectives, and a
 batched opening (a list of tensors) travels as one message per link instead of
-one collective per tensor. They are counted in CrypTen's own convention, so
+one collective per tensor. Large tensors (``P2P_MAX_ELEMENTS``) keep gloo's
+collectives, which move them faster. They are counted in CrypTen's own convention, so
 the numbers compare with raw CrypTen's: one round per opening, and each party
 counts the elements it sends plus those it receives, 8 bytes each.
 
@@ -32,10 +34,11 @@ import torch.distributed as dist
 from secure_ml.compat import load_crypten
 from secure_ml.transport.links import PeerLinks
 
-#: above this many elements, with three or more parties, gloo's ring all_reduce
-#: (which sends ~2x the tensor per party whatever n) beats a full exchange (which
-#: sends (n-1)x); measured on loopback, see benchmarks/README.md
-P2P_MAX_ELEMENTS_MULTI = 1 << 16
+#: openings up to this many elements go over the links. Measured on loopback
+#: (2 cores): at 256-32K elements one exchange takes ~0.3-0.4 ms with 2 parties
+#: and ~1.2 ms with 3, gloo's all_reduce ~1.0 and ~2.5 ms; from 64K elements on
+#: the all_reduce wins (1M elements, 2 parties: ~6 ms against ~12 ms).
+P2P_MAX_ELEMENTS = 1 << 15
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +112,7 @@ def _communicator_class() -> type:
 
         def gather(self, tensor, dst):
             # CrypTen's truncation with 3+ parties gathers masked shares at party 0
-            if not self._p2p(tensor, dist.ReduceOp.SUM):
+            if not self._p2p(tensor):
                 return super().gather(tensor, dst)
             peers = len(self.links.peers)
             self._count((peers if dst == self.rank else 1) * tensor.nelement())
@@ -117,19 +120,19 @@ def _communicator_class() -> type:
             return [None] if payloads is None else payloads
 
         def all_gather(self, tensor):
-            if not self._p2p(tensor, dist.ReduceOp.SUM):
+            if not self._p2p(tensor):
                 return super().all_gather(tensor)
             self._count(2 * len(self.links.peers) * tensor.nelement())
             return self.links.exchange(tensor.contiguous())
 
-        def _p2p(self, input, op) -> bool:
-            if self.links is None or op not in _COMBINE:
+        def _p2p(self, input, op=None) -> bool:
+            """Whether this call goes over the links (``op``: how payloads combine)."""
+            if self.links is None or (op is not None and op not in _COMBINE):
                 return False
             tensors = input if isinstance(input, list) else [input]
             if any(t.dtype != torch.long for t in tensors):
                 return False  # shares are int64; anything else keeps CrypTen's path
-            n = sum(t.nelement() for t in tensors)
-            return self.world_size == 2 or n <= P2P_MAX_ELEMENTS_MULTI
+            return sum(t.nelement() for t in tensors) <= P2P_MAX_ELEMENTS
 
         def _count(self, nelement: int) -> None:
             if crypten.cfg.communicator.verbose:

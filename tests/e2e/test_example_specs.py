@@ -41,6 +41,8 @@ def example_data(tmp_path_factory) -> Path:
     [
         ("mpc_train_digits_mlp_horizontal.toml", TINY_MLP, "accuracy", "clinic_c"),
         ("mpc_train_breast_cancer_vertical.toml", SMALL, "accuracy", "clinic"),
+        ("mpc_train_breast_cancer_tuned.toml", [*SMALL, "mpc.precompute=false"], "accuracy",
+         "clinic"),
         ("mpc_train_diabetes_regression.toml", SMALL, "mse", "hospital"),
     ],
 )  # fmt: skip
