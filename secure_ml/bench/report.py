@@ -8,6 +8,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from secure_ml.bench.harness import ABLATION_PREFIX
 from secure_ml.errors import DependencyError
 
 
@@ -34,13 +35,9 @@ def _wall(r: dict[str, Any]) -> str:
     return f"{r['wall_s']:.3g} [{r['wall_min_s']:.3g}-{r['wall_max_s']:.3g}]"
 
 
-# Protocol names the harness gives ablations: "secure_ml ablation:none" (all
-# off) and "secure_ml ablation:-X" (all on but X); plain "secure_ml" is all on.
-ABLATION = "ablation:"
-
-
 def is_ablation(r: dict[str, Any]) -> bool:
-    return ABLATION in r["protocol"]
+    """An optimisation run ("secure_ml ablation:none" or ":-X"); plain "secure_ml" is all on."""
+    return r["protocol"].startswith(ABLATION_PREFIX)
 
 
 def _in_task_tables(r: dict[str, Any]) -> bool:
@@ -88,9 +85,9 @@ def ablation_label(protocol: str) -> str | None:
     """The row name of an optimisation run: "all off", "all but X", "all on"; else None."""
     if protocol == "secure_ml":
         return "all on"
-    if ABLATION not in protocol:
+    if not protocol.startswith(ABLATION_PREFIX):
         return None
-    variant = protocol.split(ABLATION, 1)[1]
+    variant = protocol.removeprefix(ABLATION_PREFIX)
     return "all off" if variant == "none" else f"all but {variant.removeprefix('-')}"
 
 
