@@ -31,7 +31,7 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Hashable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import torch
@@ -85,7 +85,7 @@ def _pooled_provider_class() -> type:
         def fill(self, requests: list[tuple[str, tuple, dict]], times: int) -> None:
             """Produce ``times`` rounds of ``requests`` with one dealer exchange."""
             is_party0 = crypten.communicator.get().get_rank() == 0
-            with _bulk_dealer_requests() if is_party0 else _nothing():
+            with _bulk_dealer_requests() if is_party0 else nullcontext():
                 for _ in range(times):
                     for name, args, kwargs in requests:
                         made = object.__getattribute__(self, name)(*args, **kwargs)
@@ -103,11 +103,6 @@ def _hashable(value: Any) -> Hashable:
     if isinstance(value, (list, tuple)) and not isinstance(value, torch.Size):
         return tuple(_hashable(v) for v in value)
     return value
-
-
-@contextmanager
-def _nothing() -> Iterator[None]:
-    yield
 
 
 @contextmanager
@@ -198,7 +193,6 @@ class Precompute:
         self.plans: dict[Hashable, list[tuple[str, tuple, dict]]] = {}
         self.step_bytes: dict[Hashable, int] = {}
         self.ahead: dict[Hashable, int] = {}
-        self.bulk_fills = 0
 
     @contextmanager
     def step(self, key: Hashable, remaining: int) -> Iterator[None]:
@@ -218,7 +212,6 @@ class Precompute:
             times = min(remaining, self.budget // per_step)
             self.provider.fill(plan, times)
             self.ahead[key] = times
-            self.bulk_fills += 1
             log.debug("precomputed %d steps of %r (%d requests each)", times, key, len(plan))
         self.ahead[key] = max(0, self.ahead[key] - 1)
         yield

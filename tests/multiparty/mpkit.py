@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import secure_ml
+from secure_ml.bench.harness import OPTIMISATIONS
 from secure_ml.errors import SecureMLError
 
 WORLDS = {
@@ -22,6 +23,8 @@ WORLDS = {
     "ttp": {"parties": 2, "dealer": "ttp"},
 }
 LAUNCH_TIMEOUT_S = 120
+#: every [mpc] optimisation off: correctness tests run with and without them
+ALL_OFF = {name: False for name in OPTIMISATIONS}
 
 
 def protocol_for(world: str, name: str = "python", seed: int = 0) -> dict[str, Any]:

@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from mpkit import make_spec, run_parties
+from mpkit import ALL_OFF, make_spec, run_parties
 
 pytestmark = [pytest.mark.multiparty, pytest.mark.timeout(240)]
-
-ALL_OFF = {"p2p_open": False, "batch_openings": False, "precompute": False, "fast_config": False}
 
 
 def public_values(seed: int, *shape: int) -> torch.Tensor:

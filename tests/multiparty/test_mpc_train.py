@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from mpkit import LAUNCH_TIMEOUT_S, WORLDS, protocol_for
+from mpkit import ALL_OFF, LAUNCH_TIMEOUT_S, WORLDS, protocol_for
 
 from secure_ml.api import run_protocol
 from secure_ml.models import LogisticRegression
@@ -14,10 +14,6 @@ from secure_ml.spec import spec_from_dict
 # Fixed point (2^-16) plus CrypTen's sigmoid approximation, accumulated over
 # every SGD step of the schedule.
 WEIGHT_TOLERANCE = 0.01  # measured: ~0.0015 after 2 epochs
-
-
-#: every [mpc] optimisation off: the correctness tests run both ways
-ALL_OFF = {"p2p_open": False, "batch_openings": False, "precompute": False, "fast_config": False}
 
 
 def train_spec(world: str, *, epochs: int, mpc: dict | None = None) -> dict:
