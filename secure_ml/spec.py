@@ -193,6 +193,24 @@ def _drop_none(d: dict[str, Any]) -> dict[str, Any]:
 
 Check = Callable[[Any], str | None]  # returns what is allowed, or None when fine
 
+#: a value echoed in an error is cut to this many characters: a pasted blob
+#: must not fill the terminal, and the start is enough to recognise it
+SHOWN_CHARS = 80
+
+
+def shown(value: Any) -> str:
+    """``repr(value)`` for an error message, cut after ``SHOWN_CHARS`` with its size."""
+    text = repr(value)
+    if len(text) <= SHOWN_CHARS:
+        return text
+    if isinstance(value, str):
+        size = f"{len(value):,} characters"
+    elif isinstance(value, list | tuple | dict):
+        size = f"{len(value):,} items"
+    else:
+        size = f"{len(text):,} characters as text"
+    return f"{text[:SHOWN_CHARS]}... ({size})"
+
 
 def _one_of(options: Sequence[str]) -> Check:
     def check(v: Any) -> str | None:
@@ -335,7 +353,7 @@ class _Validator:
         unknown = sorted(set(raw) - set(schema))
         if unknown:
             allowed = ", ".join(schema)
-            raise self.fail(where, f"unknown key {unknown[0]!r}; allowed keys: {allowed}")
+            raise self.fail(where, f"unknown key {shown(unknown[0])}; allowed keys: {allowed}")
         for key in _REQUIRED.get(section, ()):
             if key not in raw:
                 raise self.fail(where, f"missing required key {key!r}")
@@ -346,12 +364,12 @@ class _Validator:
         ok_type = isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
         if not ok_type:
             expected = " or ".join(t.__name__ for t in types)
-            raise self.fail(where, f"{key} = {value!r}: expected {expected}")
+            raise self.fail(where, f"{key} = {shown(value)}: expected {expected}")
         if key == "roles" and not all(isinstance(r, str) for r in value):
-            raise self.fail(where, f"{key} = {value!r}: roles are strings")
+            raise self.fail(where, f"{key} = {shown(value)}: roles are strings")
         allowed = check(value) if check else None
         if allowed is not None:
-            raise self.fail(where, f"{key} = {value!r}: must be {allowed}")
+            raise self.fail(where, f"{key} = {shown(value)}: must be {allowed}")
         if float in types and isinstance(value, int):
             value = float(value)
         return tuple(value) if isinstance(value, list) else value
@@ -371,7 +389,8 @@ def spec_from_dict(
     allowed = ("protocol", "party", *[s for s in _SCHEMA if s not in ("protocol", "party")])
     for section in raw:
         if section not in allowed:
-            raise v.fail(f"[{section}]", f"unknown section; allowed sections: {', '.join(allowed)}")
+            where = f"[{section}]" if len(section) <= SHOWN_CHARS else f"[{shown(section)}]"
+            raise v.fail(where, f"unknown section; allowed sections: {', '.join(allowed)}")
     if "protocol" not in raw:
         raise v.fail("[protocol]", "missing section (it needs at least name = '...')")
     raw_parties = raw.get("party")
@@ -428,7 +447,7 @@ def _cross_checks(v: _Validator, spec: Spec) -> None:
     names = [p.name for p in spec.parties]
     for name in names:
         if names.count(name) > 1:
-            raise v.fail("[[party]]", f"name = {name!r} is used twice; party names are unique")
+            raise v.fail("[[party]]", f"name = {shown(name)} is used twice; party names are unique")
     if spec.protocol.dealer == "tfp" and not spec.protocol.insecure_dealer:
         raise v.fail(
             "[protocol]",
@@ -452,11 +471,11 @@ def _cross_checks(v: _Validator, spec: Spec) -> None:
 def parse_override(assignment: str) -> tuple[list[str], Any]:
     """Parse ``a.b=value`` (value as a TOML literal, else a bare string)."""
     if "=" not in assignment:
-        raise SpecError(f"--set {assignment!r}: expected key.path=value, e.g. train.epochs=3")
+        raise SpecError(f"--set {shown(assignment)}: expected key.path=value, e.g. train.epochs=3")
     key, text = assignment.split("=", 1)
     path = [k for k in key.strip().split(".") if k]
     if not path:
-        raise SpecError(f"--set {assignment!r}: the key before '=' is empty")
+        raise SpecError(f"--set {shown(assignment)}: the key before '=' is empty")
     try:
         value = tomllib.loads(f"v = {text.strip()}")["v"]
     except tomllib.TOMLDecodeError:
@@ -470,14 +489,14 @@ def apply_overrides(raw: dict[str, Any], assignments: Sequence[str]) -> dict[str
         path, value = parse_override(assignment)
         if path[0] == "party":
             if len(path) != 3:
-                raise SpecError(f"--set {assignment!r}: use party.<name or index>.<key>=value")
+                raise SpecError(f"--set {shown(assignment)}: use party.<name or index>.<key>=value")
             target = _find_party(raw, path[1], assignment)
         else:
             target = raw
             for key in path[:-1]:
                 target = target.setdefault(key, {})
                 if not isinstance(target, dict):
-                    raise SpecError(f"--set {assignment!r}: {key!r} is not a table")
+                    raise SpecError(f"--set {shown(assignment)}: {shown(key)} is not a table")
         target[path[-1]] = value
     return raw
 
@@ -488,7 +507,7 @@ def _find_party(raw: dict[str, Any], selector: str, assignment: str) -> dict[str
         if p.get("name") == selector or str(i) == selector:
             return p
     names = ", ".join(str(p.get("name")) for p in parties)
-    raise SpecError(f"--set {assignment!r}: no party {selector!r}; parties: {names}")
+    raise SpecError(f"--set {shown(assignment)}: no party {shown(selector)}; parties: {names}")
 
 
 def read_spec_file(path: str | Path) -> dict[str, Any]:

@@ -37,5 +37,7 @@ def check_spec(spec: Spec, fail: Fail) -> None:
         return
     if name not in REGISTRY:
         known = ", ".join(repr(n) for n in (*sorted(REGISTRY), PYTHON_FUNCTION))
-        raise fail("[protocol]", f"name = {name!r}: must be one of {known}")
+        from secure_ml.spec import shown
+
+        raise fail("[protocol]", f"name = {shown(name)}: must be one of {known}")
     get_protocol(name).check_spec(spec, fail)
