@@ -2,15 +2,20 @@
 
 Importing ``secure_ml`` does not import crypten or torch; they are loaded when
 a session starts. ``secure_ml.compat.load_crypten()`` explains a missing
-crypten with the exact install command.
+crypten with the exact install command. Once ``secure_ml`` is imported, a plain
+``import crypten`` works on torch 2.x too: an import hook applies the compat
+patches when crypten is first imported.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from secure_ml.compat import install_import_hook
 from secure_ml.errors import SecureMLError
 from secure_ml.spec import Spec, load_spec, spec_from_dict
+
+install_import_hook()
 
 __version__ = "0.1.0"
 __all__ = ["SecureMLError", "Session", "Spec", "load_spec", "run", "run_protocol", "spec_from_dict"]

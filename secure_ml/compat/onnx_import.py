@@ -11,8 +11,10 @@ torch's namespace is left as we found it.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import sys
+from collections.abc import Iterator
 from types import ModuleType
 
 _REGISTRATION = "torch.onnx._internal.registration"
@@ -26,16 +28,24 @@ def _registration_missing() -> bool:
     return False
 
 
-def import_crypten() -> ModuleType:
-    """Import crypten, bridging the removed torch.onnx registry module."""
-    if "crypten" in sys.modules:
-        return sys.modules["crypten"]
+@contextlib.contextmanager
+def registration_bridge() -> Iterator[None]:
+    """While crypten is imported: a placeholder for the removed registry module."""
     if not _registration_missing():
-        return importlib.import_module("crypten")
+        yield
+        return
     placeholder = ModuleType(_REGISTRATION)
     placeholder.registry = None  # crypten imports the name but never uses it
     sys.modules[_REGISTRATION] = placeholder
     try:
-        return importlib.import_module("crypten")
+        yield
     finally:
         sys.modules.pop(_REGISTRATION, None)
+
+
+def import_crypten() -> ModuleType:
+    """Import crypten, bridging the removed torch.onnx registry module."""
+    if "crypten" in sys.modules:
+        return sys.modules["crypten"]
+    with registration_bridge():
+        return importlib.import_module("crypten")
