@@ -1,8 +1,9 @@
 """Multiparty harness: one test body under 2PC, 3PC and TTP, real processes.
 
-``world`` is parametrised like CrypTen's test mixins: ``2pc`` and ``3pc`` use
-the trusted-first-party dealer (explicitly marked insecure, as tests may), and
-``ttp`` runs two parties plus the trusted third party as its own process.
+``world`` is parametrised like CrypTen's test mixins: ``2pc`` is two parties
+with the trusted-first-party dealer (explicitly marked insecure, as tests may),
+``3pc`` three parties with the trusted third party as its own process (the
+quickstart's setting), and ``ttp`` two parties with the trusted third party.
 ``run_parties`` runs a function on every party and, on failure, puts every
 party's traceback and log tail into the assertion message.
 """
@@ -19,7 +20,7 @@ from secure_ml.errors import SecureMLError
 
 WORLDS = {
     "2pc": {"parties": 2, "dealer": "tfp"},
-    "3pc": {"parties": 3, "dealer": "tfp"},
+    "3pc": {"parties": 3, "dealer": "ttp"},
     "ttp": {"parties": 2, "dealer": "ttp"},
 }
 LAUNCH_TIMEOUT_S = 120
