@@ -7,7 +7,9 @@
     secure-ml bench [--suite quick|full] [--out DIR]
 
 Every failure ends with one line on stderr that names the cause (and the party,
-for a party failure) and a non-zero exit code from ``secure_ml.errors``.
+for a party failure) and a non-zero exit code from ``secure_ml.errors``: the
+code of the party's own error when a party failed, 70 for an unexpected
+exception (a bug), wherever it was raised.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import argparse
 import json
 import os
 import sys
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -92,6 +95,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _spec_check(args)
     except (SecureMLError, KeyboardInterrupt) as error:
         print(f"error: {error}", file=sys.stderr)
+        return exit_code_for(error)
+    except Exception as error:  # a bug: keep the traceback, still end with one line
+        traceback.print_exc()
+        print(
+            f"error: unexpected {type(error).__name__}: {error} (a bug: please report it "
+            "with the traceback above)",
+            file=sys.stderr,
+        )
         return exit_code_for(error)
 
 

@@ -41,16 +41,27 @@ class SpecMismatchError(ProtocolAbort):
 
 
 class PartyFailure(SecureMLError):
-    """A party process failed (raised, exited non-zero, was killed or stalled)."""
+    """A party process failed (raised, exited non-zero, was killed or stalled).
 
-    def __init__(self, party: str, cause: str) -> None:
+    ``exit_code`` is the exit code of the party's own error when the party
+    reported one (5 for its ``DataError``, 70 for a bug, ...), so the launcher
+    exits as the party did; it is None for a party that died without saying why
+    (killed, crashed, frozen), which exits with ``PartyFailure``'s own code.
+    """
+
+    def __init__(self, party: str, cause: str, *, exit_code: int | None = None) -> None:
         super().__init__(f"party {party} failed: {cause}")
         self.party = party
         self.cause = cause
+        self.exit_code = exit_code
 
 
 class LaunchTimeout(SecureMLError):
     """The whole run exceeded its time limit."""
+
+
+class OutputInUse(SecureMLError):
+    """Another run holds the output folder (two runs would overwrite each other)."""
 
 
 EXIT_CODES: dict[type[SecureMLError], int] = {
@@ -64,6 +75,7 @@ EXIT_CODES: dict[type[SecureMLError], int] = {
     SpecMismatchError: 8,
     PartyFailure: 9,
     LaunchTimeout: 10,
+    OutputInUse: 11,
 }
 
 #: exit code for an exception that is not a SecureMLError (a bug, or Ctrl-C)
@@ -72,9 +84,17 @@ INTERRUPTED_EXIT_CODE = 130
 
 
 def exit_code_for(error: BaseException) -> int:
-    """The exit code of ``error``: its own class's, else its nearest ancestor's."""
+    """The exit code of ``error``: its own class's, else its nearest ancestor's.
+
+    A ``PartyFailure`` exits with the code of the party's own error when the
+    party reported one, so a bad CSV cell exits 5 whether it was met in the
+    launcher or in a party; anything that is not a ``SecureMLError`` is a bug
+    and exits 70.
+    """
     if isinstance(error, KeyboardInterrupt):
         return INTERRUPTED_EXIT_CODE
+    if isinstance(error, PartyFailure) and error.exit_code is not None:
+        return error.exit_code
     for cls in type(error).__mro__:
         if cls in EXIT_CODES:
             return EXIT_CODES[cls]

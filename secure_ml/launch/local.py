@@ -7,7 +7,8 @@ torch thread, its own process group, stdout/stderr in ``DIR/logs/<party>.log``.
 
 The launcher watches all of them. The first failure — an exception, a non-zero
 exit, a signal, a stopped (SIGSTOP) or silent (no heartbeat) process — or the
-global timeout stops every process and raises, naming the party and its cause.
+global timeout stops every process and raises, naming the party and its cause;
+a party's own error keeps its exit code (``PartyFailure.exit_code``).
 When several parties fail together, the root cause wins over the echoes (a
 peer's "connection closed" is an echo of the cause, not the cause). Children die with
 the launcher (parent-death signal, and an orphan check in their heartbeat).
@@ -174,8 +175,12 @@ def _watch(
     while True:
         if _first_failure(processes, spec) is not None:
             time.sleep(SETTLE_S)  # let the consequences of the cause show up
-            party, cause = _root_cause(processes, spec)
-            raise PartyFailure(f"{party.party.name} (rank {party.party.rank})", cause)
+            party, failure = _root_cause(processes, spec)
+            raise PartyFailure(
+                f"{party.party.name} (rank {party.party.rank})",
+                f"{failure.cause} (log: {party.log_path})",
+                exit_code=failure.exit_code,
+            )
         _show_progress(processes, progress, started, view)
         running = [p for p in processes if p.proc.poll() is None]
         if not running:
@@ -195,36 +200,49 @@ def _watch(
         time.sleep(POLL_S)
 
 
-def _failure(p: PartyProcess, spec: Spec) -> tuple[int, str] | None:
-    """(priority, cause) when ``p`` failed; lower priority = more likely the root."""
+@dataclass(frozen=True)
+class Failure:
+    """Why a party failed, as the launcher sees it."""
+
+    #: lower = more likely the root cause (a peer's echo ranks last)
+    priority: int
+    cause: str
+    #: the exit code of the error the party reported; None when it died unexplained
+    exit_code: int | None = None
+
+
+def _failure(p: PartyProcess, spec: Spec) -> Failure | None:
+    """How ``p`` failed, or None while it is healthy or after it succeeded."""
     code = p.proc.poll()
     if code is None:
         if p.state() == "T":
-            return 0, "process is stopped (SIGSTOP/debugger) and blocks the other parties"
+            return Failure(0, "process is stopped (SIGSTOP/debugger) and blocks the other parties")
         age = p.reader.heartbeat_age()
         if age is None:
             age = time.monotonic() - p.started
         if age > spec.launch.heartbeat_timeout:
-            return 0, f"no heartbeat for {age:.0f}s (frozen or unresponsive)"
+            return Failure(0, f"no heartbeat for {age:.0f}s (frozen or unresponsive)")
         return None
     if code == 0:
         return None
     if code < 0:
-        return 0, f"killed by signal {signal.Signals(-code).name}"
+        return Failure(0, f"killed by signal {signal.Signals(-code).name}")
     status = p.reader.status()
     if status and not status.get("ok", True):
-        return (2 if status.get("kind") == "echo" else 1), status["error"]
-    return 1, f"exited with code {code}: {p.last_log_line()}"
+        if status.get("kind") == "echo":  # it failed because a peer did: no code of its own
+            return Failure(2, status["error"])
+        return Failure(1, status["error"], status.get("exit_code"))
+    return Failure(1, f"exited with code {code}: {p.last_log_line()}")
 
 
 def _first_failure(processes: list[PartyProcess], spec: Spec) -> PartyProcess | None:
     return next((p for p in processes if _failure(p, spec) is not None), None)
 
 
-def _root_cause(processes: list[PartyProcess], spec: Spec) -> tuple[PartyProcess, str]:
+def _root_cause(processes: list[PartyProcess], spec: Spec) -> tuple[PartyProcess, Failure]:
     failed = [(f, p) for p in processes if (f := _failure(p, spec)) is not None]
-    (_, cause), party = min(failed, key=lambda item: item[0][0])
-    return party, f"{cause} (log: {party.log_path})"
+    failure, party = min(failed, key=lambda item: item[0].priority)
+    return party, failure
 
 
 def _show_progress(

@@ -11,7 +11,7 @@ import pytest
 import torch
 from testkit import REPO
 
-from secure_ml.errors import EXIT_CODES, PartyFailure
+from secure_ml.errors import EXIT_CODES, DataError, SpecError
 
 PROTOCOLS = REPO / "protocols"
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
@@ -112,8 +112,9 @@ def test_bad_csv_row_stops_the_run_naming_file_line_and_column(example_data, tmp
          "--set", f"party.hospital_b.data=csv:{example_data / 'hospital_b.csv'}"],
         capture_output=True, text=True, timeout=200,
     )  # fmt: skip
-    assert done.returncode == EXIT_CODES[PartyFailure]
-    assert "hospital_a" in done.stderr and "DataError" in done.stderr
+    # the party's own error decides the exit code; the one line still names the party
+    assert done.returncode == EXIT_CODES[DataError], done.stderr
+    assert "party hospital_a (rank 0) failed: DataError" in done.stderr
     assert "bad.csv: line 4" in done.stderr and "'n/a'" in done.stderr
 
 
@@ -129,6 +130,6 @@ def test_unsupported_layers_are_refused_before_computing(tmp_path):
          "--set", "party.hospital_a.roles=['model_owner']"],
         capture_output=True, text=True, timeout=200,
     )  # fmt: skip
-    assert done.returncode == EXIT_CODES[PartyFailure]
+    assert done.returncode == EXIT_CODES[SpecError], done.stderr
     assert "hospital_a" in done.stderr and "SpecError" in done.stderr
     assert "cannot compute on shares: Tanh" in done.stderr

@@ -20,7 +20,14 @@ from mpkit import make_spec
 from testkit import processes_mentioning
 
 import secure_ml
-from secure_ml.errors import EXIT_CODES, LaunchTimeout, PartyFailure, SpecMismatchError
+from secure_ml.errors import (
+    EXIT_CODES,
+    UNEXPECTED_EXIT_CODE,
+    LaunchTimeout,
+    PartyFailure,
+    SpecMismatchError,
+    exit_code_for,
+)
 
 pytestmark = pytest.mark.multiparty
 LONG_LAUNCH_TIMEOUT_S = 600
@@ -43,18 +50,20 @@ def fail_on_p1(how):
 
 @pytest.mark.timeout(45)
 @pytest.mark.parametrize(
-    ("how", "cause"),
+    ("how", "cause", "exit_code"),
     [
-        ("raise", r"p1 \(rank 1\) failed: ValueError: boom on purpose"),
-        ("kill", r"p1 \(rank 1\) failed: killed by signal SIGKILL"),
-        ("stop", r"p1 \(rank 1\) failed: process is stopped"),
+        # a bug (here the user's function) exits 70 as the CLI would, not 9
+        ("raise", r"p1 \(rank 1\) failed: ValueError: boom on purpose", UNEXPECTED_EXIT_CODE),
+        ("kill", r"p1 \(rank 1\) failed: killed by signal SIGKILL", EXIT_CODES[PartyFailure]),
+        ("stop", r"p1 \(rank 1\) failed: process is stopped", EXIT_CODES[PartyFailure]),
     ],
 )
-def test_failed_party_ends_the_run_and_leaves_no_process(how, cause, tmp_path):
-    with pytest.raises(PartyFailure, match=cause):
+def test_failed_party_ends_the_run_and_leaves_no_process(how, cause, exit_code, tmp_path):
+    with pytest.raises(PartyFailure, match=cause) as info:
         secure_ml.run(
             fail_on_p1(how), make_spec("ttp"), out=tmp_path, timeout=LONG_LAUNCH_TIMEOUT_S
         )
+    assert exit_code_for(info.value) == exit_code
     assert processes_mentioning(str(tmp_path)) == []
 
 
