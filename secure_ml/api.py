@@ -6,6 +6,10 @@ in each compute party and returns ``{party name: return value}``. Inside ``fn``
 use ``session.share(...)``, CrypTen ops on the shares (``session.crypten``) and
 ``session.reveal(..., to=[...])``. The same function runs per host with
 ``secure-ml party SPEC --function ...`` (one process per machine).
+
+Both entries hold the output folder's lock for the whole run (one run per
+folder). A party's failure raises ``PartyFailure``; ``exit_code_for(error)``
+gives the exit code the CLI would use (the party's own error's code).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from secure_ml.errors import SpecError
 from secure_ml.launch.local import View, launch
+from secure_ml.launch.lock import hold_output
 from secure_ml.protocols import PYTHON_FUNCTION, get_protocol
 from secure_ml.result import assemble, write_result
 from secure_ml.spec import Spec, as_spec
@@ -41,13 +46,14 @@ def run(
         out_dir = Path(out) if out is not None else Path(scratch)
         function_file = Path(scratch) / "function.pkl"
         _pickle_function(fn, function_file)
-        outcome = launch(
-            spec, out_dir=out_dir, function_file=function_file, timeout=timeout, view=view
-        )
-        return {
-            party.name: _load_return(outcome.control_dir / f"{party.name}.return.pkl")
-            for party in spec.roster.parties
-        }
+        with hold_output(out_dir, spec_source=spec.source):
+            outcome = launch(
+                spec, out_dir=out_dir, function_file=function_file, timeout=timeout, view=view
+            )
+            return {
+                party.name: _load_return(outcome.control_dir / f"{party.name}.return.pkl")
+                for party in spec.roster.parties
+            }
 
 
 def run_protocol(
@@ -64,10 +70,11 @@ def run_protocol(
             "from Python with secure_ml.run(fn, spec)"
         )
     protocol = get_protocol(spec.protocol.name)
-    outcome = launch(spec, out_dir=out, timeout=timeout, view=view)
-    reference = protocol.plaintext_reference(spec, outcome.party_dirs)
-    result = assemble(spec, outcome, plaintext_metrics=reference)
-    write_result(outcome.out_dir, result)
+    with hold_output(out, spec_source=spec.source):
+        outcome = launch(spec, out_dir=out, timeout=timeout, view=view)
+        reference = protocol.plaintext_reference(spec, outcome.party_dirs)
+        result = assemble(spec, outcome, plaintext_metrics=reference)
+        write_result(outcome.out_dir, result)
     return result
 
 
