@@ -11,9 +11,10 @@ Start-up, stage by stage:
 1. every process (compute parties and the dealer) joins the process groups;
 2. every process sends its spec hash to all others: a mismatch stops every
    party with ``SpecMismatchError`` (parties learn each other's spec hashes);
-3. compute parties exchange PRNG seeds with their neighbours (CrypTen's
-   pairwise seeds for sharings of zero) and, with a dealer, receive a seed from
-   it for the triples it will correct.
+3. compute parties exchange 256-bit ChaCha20 keys with their neighbours (the
+   pairwise streams for sharings of zero) and, with a dealer, receive a key
+   from it for the triples it will correct: each party learns only the keys of
+   the streams it shares (see ``secure_ml.sharing.csprng``).
 """
 
 from __future__ import annotations
@@ -101,8 +102,9 @@ class Session:
         # process exits and the launcher stops the others.
 
     def start(self) -> None:
-        """Connect, check the spec, set up PRNG seeds (see the module docstring)."""
+        """Connect, check the spec, set up the mask streams (see the module docstring)."""
         from secure_ml.sharing.batched import batched_openings
+        from secure_ml.sharing.csprng import mask_streams, setup_party_streams
         from secure_ml.sharing.fast_config import fast_config
         from secure_ml.transport import connect
 
@@ -113,6 +115,8 @@ class Session:
         self._stack.enter_context(crypten.cfg.temp_override(self._crypten_config()))
         self._stack.enter_context(fast_config(crypten.cfg, self.spec.mpc.fast_config))
         self._stack.enter_context(batched_openings(self.spec.mpc.batch_openings))
+        # every mask (pairwise, dealer, local) from ChaCha20, never a torch generator
+        self._stack.enter_context(mask_streams())
         connect(
             rank=self.rank,
             world_size=self.world_size,
@@ -127,7 +131,7 @@ class Session:
         if self.spec.protocol.dealer == "tfp":
             log.warning(TFP_WARNING.format(name=self.roster.by_rank(0).name))
         if not self.is_dealer:
-            crypten._setup_prng()
+            setup_party_streams()
             if self.roster.dealer is not None:
                 crypten.mpc.provider.ttp_provider.TTPClient._init()
                 self._start_precompute()

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 
 from secure_ml.compat import load_crypten
+from secure_ml.sharing.csprng import setup_dealer_streams
 from secure_ml.sharing.precompute import BULK, answer_bulk
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,7 @@ def serve() -> int:
     server.ttp_group = comm.ttp_group
     server.comm_group = comm.ttp_comm_group
     server.device = "cpu"
-    server._setup_generators()
+    setup_dealer_streams(server)  # a 256-bit ChaCha20 key per party
     dealer_rank = comm.get_ttp_rank()
     served = 0
     while True:

@@ -12,7 +12,7 @@ shape the tuples for many of them are produced in one go:
 
 1. every party runs CrypTen's own tuple generators for the recorded requests,
    ``times`` times over, in order: each draws its shares of ``a``, ``b``, ...
-   from the seed it shares with the dealer, exactly as a live request would;
+   from the key stream it shares with the dealer, exactly as a live request would;
 2. party 0, instead of asking for each correction, collects the requests and
    sends them to the dealer in one message (the dealer learns what it always
    learns: kinds and shapes of tuples, never data);
