@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from secure_ml.errors import DataError
+from secure_ml.spec import shown
 
 #: name -> (loader in sklearn.datasets, task)
 SKLEARN_DATASETS = {
@@ -61,7 +62,7 @@ def check_source(source: str) -> None:
 
         if rest.split(":", 1)[0] in IMAGE_DATASETS:
             return
-    raise DataError(f"[data] source = {source!r}: must be one of {describe_sources()}")
+    raise DataError(f"[data] source = {shown(source)}: must be one of {describe_sources()}")
 
 
 def load_source(source: str, *, test_fraction: float, seed: int) -> Dataset:
