@@ -30,8 +30,8 @@ Parties that share a stream draw from it in the same order and the same
 amounts (8 bytes per element, whatever the range), so their values agree.
 Ring elements are the int64 words themselves (exactly uniform over Z_2^64);
 k-bit tensors keep the low k bits of a word (exactly uniform over [0, 2^k)).
-A ChaCha20 stream has a 32-bit block counter: 256 GiB per key, far more than
-a run draws.
+A run draws far less than the 256 GiB that ChaCha20's 32-bit block counter
+covers under one key.
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ class KeyStream:
             )
         # every key is fresh and used for one stream only, so a fixed nonce is safe
         self._encryptor = Cipher(algorithms.ChaCha20(key, bytes(16)), mode=None).encryptor()
-        #: names the key in tests and logs without revealing it (SHA-256 prefix)
+        #: names the key (in tests) without revealing it: a SHA-256 prefix
         self.fingerprint = hashlib.sha256(key).hexdigest()[:16]
         self.key_bits = 8 * len(key)
 
@@ -118,7 +118,7 @@ def _stream(generator: Any, device: Any) -> KeyStream:
             f"mask streams run on the CPU only, not on {device}; keep shares on the CPU"
         )
     if generator is None:  # CrypTen's default: the party's own local generator
-        generator = load_crypten().generators["local"][_CPU]
+        generator = load_crypten().generators["local"].get(_CPU)
     if not isinstance(generator, KeyStream):
         raise UnsafeConfigurationError(
             f"secret-sharing randomness was requested from {type(generator).__name__}, "
