@@ -104,6 +104,7 @@ class Session:
         """Connect, check the spec, set up PRNG seeds (see the module docstring)."""
         from secure_ml.sharing.batched import batched_openings
         from secure_ml.sharing.fast_config import fast_config
+        from secure_ml.sharing.truncation import exact_truncation
         from secure_ml.transport import connect
 
         started = time.perf_counter()
@@ -113,6 +114,7 @@ class Session:
         self._stack.enter_context(crypten.cfg.temp_override(self._crypten_config()))
         self._stack.enter_context(fast_config(crypten.cfg, self.spec.mpc.fast_config))
         self._stack.enter_context(batched_openings(self.spec.mpc.batch_openings))
+        self._stack.enter_context(exact_truncation(self.spec.mpc.exact_truncation))
         connect(
             rank=self.rank,
             world_size=self.world_size,
