@@ -20,8 +20,9 @@ class DependencyError(SecureMLError):
     """A required package is missing or broken; says how to install it."""
 
 
-class UnsafeConfigurationError(SecureMLError):
-    """A configuration would weaken security without saying so explicitly."""
+class UnsafeConfigurationError(SpecError):
+    """A spec asks for a setting that weakens security without saying so explicitly
+    (e.g. ``dealer = "tfp"`` without ``insecure_dealer = true``)."""
 
 
 class DataError(SecureMLError):

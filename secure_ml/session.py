@@ -106,6 +106,7 @@ class Session:
         from secure_ml.sharing.batched import batched_openings
         from secure_ml.sharing.csprng import mask_streams, setup_party_streams
         from secure_ml.sharing.fast_config import fast_config
+        from secure_ml.sharing.truncation import exact_truncation
         from secure_ml.transport import connect
 
         started = time.perf_counter()
@@ -117,6 +118,7 @@ class Session:
         self._stack.enter_context(batched_openings(self.spec.mpc.batch_openings))
         # every mask (pairwise, dealer, local) from ChaCha20, never a torch generator
         self._stack.enter_context(mask_streams())
+        self._stack.enter_context(exact_truncation(self.spec.mpc.exact_truncation))
         connect(
             rank=self.rank,
             world_size=self.world_size,

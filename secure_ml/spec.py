@@ -21,7 +21,7 @@ from typing import Any
 
 import tomllib
 
-from secure_ml.errors import SpecError
+from secure_ml.errors import SpecError, UnsafeConfigurationError
 from secure_ml.parties import DEALER_NAME, DEALER_ROLE, ROLES, Party, Roster
 
 DEALERS = ("ttp", "tfp")
@@ -105,6 +105,9 @@ class MPCSpec:
     precompute_mb: int = 256
     #: serve CrypTen's configuration reads from a plain snapshot (see sharing/fast_config)
     fast_config: bool = True
+    #: correctness, not speed: truncate products exactly with the dealer's help
+    #: (sharing/truncation); off, CrypTen's truncation fails now and then on large values
+    exact_truncation: bool = True
 
 
 @dataclass(frozen=True)
@@ -317,6 +320,7 @@ _SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], Check | None]]] = {
         "precompute": ((bool,), None),
         "precompute_mb": ((int,), _at_least_one),
         "fast_config": ((bool,), None),
+        "exact_truncation": ((bool,), None),
     },
     "launch": {
         "timeout": ((float, int), _positive),
@@ -449,11 +453,10 @@ def _cross_checks(v: _Validator, spec: Spec) -> None:
         if names.count(name) > 1:
             raise v.fail("[[party]]", f"name = {shown(name)} is used twice; party names are unique")
     if spec.protocol.dealer == "tfp" and not spec.protocol.insecure_dealer:
-        raise v.fail(
-            "[protocol]",
-            "dealer = 'tfp' lets party 0 generate every Beaver triple and so decrypt "
-            "everything; use dealer = 'ttp' (default), or also set insecure_dealer = true "
-            "if party 0 may see all data",
+        raise UnsafeConfigurationError(
+            f"{v.source}: [protocol]: dealer = 'tfp' lets party 0 generate every Beaver "
+            "triple and so decrypt everything; use dealer = 'ttp' (default), or also set "
+            "insecure_dealer = true if party 0 may see all data"
         )
     for p in spec.parties:
         if p.label_column is not None and p.data is None:

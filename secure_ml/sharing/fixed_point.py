@@ -1,15 +1,20 @@
 """The fixed-point range of CrypTen's ring, and the check that enforces it.
 
-CrypTen encodes a real ``x`` as the 64-bit integer ``floor(x * 2^16)`` (16
-fractional bits, ``cfg.encoder.precision_bits``) and computes modulo 2^64.
-Two limits follow:
+CrypTen encodes a real ``x`` as the 64-bit integer ``trunc(x * 2^16)``
+(rounded toward zero, computed in ``x``'s own float dtype; 16 fractional
+bits, ``cfg.encoder.precision_bits``) and computes modulo 2^64. Two limits
+follow:
 
 - encoding: ``|x| * 2^16`` must fit a signed 64-bit integer, so
   ``|x| < 2^47`` (about 1.4e14) or the value wraps around silently;
 - multiplication: the product of two encoded values carries 32 fractional bits
-  before truncation, so ``|x * y| * 2^32 < 2^63``, i.e. ``|x * y| < 2^31``.
-  Every operand of a product must stay below ``2^15.5`` (about 46341) for any
-  pair to be safe; that is the default limit on shared inputs.
+  until it is truncated. Exact truncation (``secure_ml.sharing.truncation``,
+  ``[mpc] exact_truncation``, on by default) needs one bit of headroom:
+  ``|x * y| * 2^32 < 2^62``, i.e. ``|x * y| < 2^30``. Every operand of a
+  product must stay below ``2^15`` (32768) for any pair to be safe; that is
+  the default limit on shared inputs. (With CrypTen's own truncation a
+  product fails with probability about ``|x * y| / 2^32`` per element,
+  however small.)
 
 Values beyond a limit raise ``FixedPointRangeError`` instead of wrapping.
 """
@@ -24,7 +29,7 @@ from secure_ml.errors import DataError, FixedPointRangeError
 
 PRECISION_BITS = 16
 ENCODE_LIMIT = 2.0 ** (63 - PRECISION_BITS)
-PRODUCT_LIMIT = math.sqrt(2.0 ** (63 - 2 * PRECISION_BITS))
+PRODUCT_LIMIT = math.sqrt(2.0 ** (62 - 2 * PRECISION_BITS))
 LIMITS = {"product": PRODUCT_LIMIT, "encode": ENCODE_LIMIT}
 
 

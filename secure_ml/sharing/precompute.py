@@ -37,6 +37,7 @@ from typing import Any
 import torch
 
 from secure_ml.compat import load_crypten
+from secure_ml.sharing import truncation
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +49,10 @@ _TUPLE_KINDS = (
     "generate_binary_triple",
     "wrap_rng",
     "B2A_rng",
+    "trunc_rng",  # secure_ml.sharing.truncation
 )
 #: int64 tensors per tuple (for the memory cap): a, b, c or r, r2 / r, theta / rA, rB
-_TENSORS_PER_TUPLE = {"generate_additive_triple": 3, "generate_binary_triple": 3}
+_TENSORS_PER_TUPLE = {"generate_additive_triple": 3, "generate_binary_triple": 3, "trunc_rng": 3}
 
 
 def _pooled_provider_class() -> type:
@@ -144,6 +146,8 @@ def _answer_shape(function: str, args: tuple, kwargs: dict) -> torch.Size:
         return getattr(torch, op)(a, b, *rest, **kwargs).shape
     if function == "binary":
         return torch.broadcast_shapes(args[0], args[1])
+    if function == truncation.REQUEST:
+        return truncation.answer_shape(args[0])
     return torch.Size(args[0])  # square, wraps, B2A: one tensor of the requested size
 
 

@@ -11,7 +11,8 @@ import pytest
 from secure_ml.bench.harness import OPTIMISATIONS
 
 FIELDS = {"task", "protocol", "parties", "wall_s", "bytes", "rounds", "accuracy",
-          "error_vs_plain", "ratio_to_raw_crypten", "versions", "machine"}  # fmt: skip
+          "error_vs_plain", "ratio_to_raw_crypten", "ratio_to_raw_crypten_closed_form",
+          "versions", "machine"}  # fmt: skip
 
 
 @pytest.mark.e2e
@@ -29,7 +30,11 @@ def test_quick_bench_writes_results_report_and_plots(tmp_path):
     assert sorted(r["parties"] for r in ours) == [2, 3]
     for r in ours:
         assert r["ratio_to_raw_crypten"] > 0 and r["bytes"] > 0 and r["rounds"] > 0
+        assert r["ratio_to_raw_crypten_closed_form"] > 0  # the engine alone
         assert r["error_vs_plain"] <= 0.05
+    closed_form = [r for r in headline if r["protocol"] == "raw_crypten_closed_form"]
+    assert sorted(r["parties"] for r in closed_form) == [2, 3]
+    assert all(r["error_vs_plain"] <= 0.05 for r in closed_form)  # the same model as ours
     for r in ours:
         assert all(r["mpc"][name] for name in OPTIMISATIONS)
     before = [r for r in headline if r["protocol"] == "secure_ml ablation:none"]

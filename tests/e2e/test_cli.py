@@ -11,7 +11,7 @@ import pytest
 import torch
 from testkit import REPO, processes_mentioning
 
-from secure_ml.errors import EXIT_CODES, SpecError
+from secure_ml.errors import EXIT_CODES, SpecError, UnsafeConfigurationError
 from secure_ml.models import LogisticRegression
 
 SPECS = sorted((REPO / "protocols").glob("*.toml"))
@@ -45,7 +45,7 @@ def test_bad_spec_exits_with_one_line_naming_the_key(tmp_path):
 
 def test_tfp_without_insecure_flag_is_refused():
     out = secure_ml("run", str(QUICKSTART), "--set", "protocol.dealer=tfp")
-    assert out.returncode == EXIT_CODES[SpecError]
+    assert out.returncode == EXIT_CODES[UnsafeConfigurationError] == 4
     assert "insecure_dealer = true" in out.stderr
 
 

@@ -22,7 +22,8 @@ def test_quick_plan_puts_raw_crypten_beside_every_secure_ml_run():
     steps = plan(SUITES["quick"])
     protocols = [(protocol, parties) for _, protocol, parties, _ in steps]
     expected = [("plaintext", 1)]
-    expected += [(p, n) for n in (2, 3) for p in ("raw_crypten", "secure_ml")]
+    raws = ("raw_crypten", "raw_crypten_closed_form")
+    expected += [(p, n) for n in (2, 3) for p in (*raws, "secure_ml")]
     expected += [("secure_ml ablation:none", n) for n in (2, 3)]  # CI: the before only
     assert protocols == expected
     full = plan(SUITES["full"])
@@ -55,14 +56,21 @@ def test_ratios_compare_only_runs_of_the_same_command_and_settings():
         record("secure_ml", 2, 1.0, 100, 0.95),
         record("secure_ml", 3, 2.0, 300, 0.93),  # no raw 3-party run
         record("secure_ml sweep:batch_size=32", 2, 3.0, 300, 0.9, epochs=2),
+        record("raw_crypten_closed_form", 2, 2.0, 200, 0.95),
     ]
     finish(records)
     ours = records[2]
     assert ours["ratio_to_raw_crypten"] == pytest.approx(0.25)
     assert ours["bytes_ratio_to_raw_crypten"] == pytest.approx(0.25)
+    # against the baseline with our algorithm: what the engine alone buys
+    assert ours["ratio_to_raw_crypten_closed_form"] == pytest.approx(0.5)
+    assert ours["bytes_ratio_to_raw_crypten_closed_form"] == pytest.approx(0.5)
     assert ours["error_vs_plain"] == pytest.approx(0.0)
     assert records[3]["ratio_to_raw_crypten"] is None
+    assert records[3]["ratio_to_raw_crypten_closed_form"] is None
     assert records[4]["ratio_to_raw_crypten"] is None  # different settings
+    assert records[4]["ratio_to_raw_crypten_closed_form"] is None
+    assert records[5]["ratio_to_raw_crypten"] is None  # baselines get no ratio
     assert records[1]["error_vs_plain"] == pytest.approx(0.01)
 
 
@@ -75,6 +83,7 @@ def ablation_records():
     return [
         record("plaintext", 1, 0.1, 0, 0.95),
         record("raw_crypten", 2, 8.0, 800, 0.94),
+        record("raw_crypten_closed_form", 2, 4.0, 400, 0.95),
         record("secure_ml", 2, 2.0, 100, 0.95),
         record("secure_ml ablation:none", 2, 6.0, 400, 0.95),
         record("secure_ml ablation:-p2p_open", 2, 3.0, 200, 0.95),
@@ -108,12 +117,14 @@ def test_report_has_a_before_after_table_per_party_count_and_keeps_ablations_apa
     rows = [cells(line) for line in two.splitlines() if line.startswith("| all")]
     assert [row[0] for row in rows] == ["all off", "all but p2p_open", "all but precompute",
                                         "all on"]  # fmt: skip
-    # after the wall time: rounds, MB, accuracy, ratio to raw, ratio to all on
-    assert rows[0][2:] == ["10", "0.0004", "0.95", "0.75", "3"]
+    # after the wall time: rounds, MB, accuracy, ratios to both raw baselines, to all on
+    assert rows[0][2:] == ["10", "0.0004", "0.95", "0.75", "1.5", "3"]
     assert rows[-1][-1] == "1"
     assert "### logreg_breast_cancer, 3 parties" in section
     task_table = report.split("## logreg_breast_cancer", 1)[1].split("## Optimisations")[0]
     assert "ablation" not in task_table  # only in their own section
+    ours = next(cells(line) for line in task_table.splitlines() if line.startswith("| secure_ml |"))
+    assert ours[-2:] == ["0.25", "0.5"]  # ratio to raw, ratio to closed-form raw
 
 
 def test_growth_exponent_recovers_a_power_law():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from secure_ml.errors import SpecError
+from secure_ml.errors import SpecError, UnsafeConfigurationError, exit_code_for
 from secure_ml.spec import apply_overrides, load_spec, spec_from_dict
 
 
@@ -69,6 +69,9 @@ def test_party_errors(party, message):
 
 
 def test_tfp_is_accepted_only_when_declared_insecure():
+    with pytest.raises(UnsafeConfigurationError, match=r"\[protocol\]: dealer = 'tfp'") as refused:
+        spec_from_dict(base(protocol={"name": "python", "dealer": "tfp"}))
+    assert exit_code_for(refused.value) == 4  # the README's exit-code table
     spec = spec_from_dict(
         base(protocol={"name": "python", "dealer": "tfp", "insecure_dealer": True})
     )
