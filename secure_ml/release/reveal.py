@@ -1,10 +1,15 @@
 """``reveal``: open a shared value to named receivers, and to nobody else.
 
-Stages, for each receiver ``r`` in ``to``:
+Stages, for each receiver ``r`` in ``to``, one after the other (one round each):
 
-1. every compute party sends its share to ``r`` (one reduce towards ``r``);
-2. ``r`` adds the shares and decodes the plaintext; every other party gets
-   ``None`` and never holds the value, nor enough shares to rebuild it.
+1. every other compute party sends its share of the value to ``r``, point to
+   point over the links (``secure_ml/transport/links.py``), and sends it to
+   nobody else; this holds for every size and dtype and every ``[mpc]`` switch
+   (the communicator's ``reduce`` never uses gloo's reduce, which would leave
+   each non-root party a reduced slice of the value);
+2. ``r`` combines the shares (sum, or XOR for binary shares) and decodes the
+   plaintext. A party not in ``to`` receives nothing during the reveal and gets
+   ``None``: it never holds the value, a slice of it, or another party's share.
 
 The session records what was revealed to whom; it ends up in ``result.json``
 under ``revealed_to``.

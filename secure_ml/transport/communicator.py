@@ -8,15 +8,24 @@ as arguments and gives every process group CrypTen creates (the default group,
 It is installed as CrypTen's communicator instance, so all of CrypTen's
 collectives and its byte/round counters run through it.
 
-With ``p2p_open`` (the default), the calls that open shares, ``all_reduce``
-(everyone learns the value), ``reduce`` (one party does), and ``gather`` and
-``all_gather`` (CrypTen's truncation and binary openings), run as one
-point-to-point exchange over ``PeerLinks`` instead of gloo's collectives, and a
-batched opening (a list of tensors) travels as one message per link instead of
-one collective per tensor. Large tensors (``P2P_MAX_ELEMENTS``) keep gloo's
-collectives, which move them faster. They are counted in CrypTen's own convention, so
-the numbers compare with raw CrypTen's: one round per opening, and each party
-counts the elements it sends plus those it receives, 8 bytes each.
+Openings travel two ways. An opening to ONE party (``reduce``: ``reveal``
+and ``get_plain_text(dst=...)``; ``gather``: CrypTen's truncation with three
+or more parties) always goes point to point over ``PeerLinks``: each party
+sends its share to that party and to nobody else, whatever the tensor's size
+or dtype and whatever the ``[mpc]`` switches. It never uses gloo's ``reduce``,
+a reduce-scatter followed by a gather that leaves every other rank a fully
+reduced slice of the value. An opening to EVERYONE (``all_reduce``,
+``all_gather``) shows no party more than the value itself, so it takes the
+faster path: with ``p2p_open`` (the default) one point-to-point exchange for
+tensors up to ``P2P_MAX_ELEMENTS``, gloo's collectives for larger ones or with
+``p2p_open = false``. On the links a batched opening (a list of tensors)
+travels as one message per link instead of one collective per tensor.
+
+Both ways are counted in CrypTen's own convention, so the numbers compare with
+raw CrypTen's: one round per opening, 8 bytes an element; an opening to one
+party counts ``n - 1`` tensors at the receiver and one at each sender (as
+CrypTen counts ``reduce``), a point-to-point exchange counts what a party
+sends plus what it receives.
 
 Ranks: the compute parties are ``0..world_size-1``; when a dealer (TTP) takes
 part it is rank ``world_size`` and the default group has ``world_size + 1``
@@ -34,9 +43,11 @@ import torch
 import torch.distributed as dist
 
 from secure_ml.compat import load_crypten
+from secure_ml.errors import ProtocolAbort
 from secure_ml.transport.links import PeerLinks
 
-#: openings up to this many elements go over the links. Measured on loopback
+#: openings to everyone up to this many elements go over the links (openings
+#: to one party always do, whatever their size). Measured on loopback
 #: (2 cores): at 256-32K elements one exchange takes ~0.3-0.4 ms with 2 parties
 #: and ~1.2 ms with 3, gloo's all_reduce ~1.0 and ~2.5 ms; from 64K elements on
 #: the all_reduce wins (1M elements, 2 parties: ~6 ms against ~12 ms).
@@ -87,12 +98,27 @@ def _communicator_class() -> type:
                 self.ttp_comm_group = dist.new_group([0, total - 1], timeout=timeout)
             self.main_group = dist.new_group(list(range(world_size)), timeout=timeout)
             self.ttp_initialized = with_dealer
+            #: openings to everyone take the links (True) or gloo's collectives
+            self.p2p_open = p2p_open
+            # Every compute party has links, whatever p2p_open says: an opening
+            # to one party always takes them (see reduce).
             self.links = None
-            if p2p_open and rank < world_size and world_size > 1:
+            if rank < world_size and world_size > 1:
                 self.links = PeerLinks(rank=rank, world_size=world_size, group=self.main_group)
             log.debug("process groups ready: rank %d of %d", rank, total)
 
         # ------------------------------------------------ opening shares --
+        # To everyone (all_reduce, all_gather): every party learns the value, so
+        # no path can show a party more than that; p2p_open and the size choose
+        # the faster one. CrypTen opens this way only values masked by a
+        # dealer's random tuple (Beaver: x - a and y - b; square: x - r; B2A:
+        # x ^ r; AND: x ^ a and y ^ b), which are uniformly random, and what a
+        # caller asks to open to all (get_plain_text() without dst).
+        #
+        # To one party (reduce, gather): always over the links, only to ``dst``,
+        # whatever the size, dtype or switch. gloo's reduce is a reduce-scatter
+        # followed by a gather: it would leave every other rank a fully reduced
+        # slice of the value. reveal() opens through reduce.
         def all_reduce(self, input, op=dist.ReduceOp.SUM, batched=False):
             if not self._p2p(input, op):
                 return super().all_reduce(input, op=op, batched=batched)
@@ -102,39 +128,59 @@ def _communicator_class() -> type:
             return _unflatten(opened, shapes, batched)
 
         def reduce(self, input, dst, op=dist.ReduceOp.SUM, batched=False):
-            if not self._p2p(input, op):
-                return super().reduce(input, dst, op=op, batched=batched)
+            if self.world_size < 2:
+                return input  # CrypTen's convention: the only party holds the value
+            links = self._links_to_one("reduce", dst)
+            if op not in _COMBINE:
+                raise ProtocolAbort(
+                    f"cannot open a value to party {dst} with {op}: only SUM (arithmetic) "
+                    "and BXOR (binary) shares combine point to point, and gloo's reduce "
+                    "would leave slices of the value at the other parties"
+                )
             flat, shapes = _flatten(input, batched)
-            peers = len(self.links.peers)
-            self._count((peers if dst == self.rank else 1) * flat.nelement())
-            payloads = self.links.collect(flat, dst)
+            self._count((len(links.peers) if dst == self.rank else 1) * flat.nelement())
+            payloads = links.collect(flat, dst)
             if payloads is None:
                 return None
             return _unflatten(_combine(payloads, op), shapes, batched)
 
         def gather(self, tensor, dst):
-            # CrypTen's truncation with 3+ parties gathers masked shares at party 0
-            if not self._p2p(tensor):
-                return super().gather(tensor, dst)
-            peers = len(self.links.peers)
-            self._count((peers if dst == self.rank else 1) * tensor.nelement())
-            payloads = self.links.collect(tensor.contiguous(), dst)
+            # CrypTen's truncation with 3+ parties (beaver.wraps) gathers the
+            # shares of x + r at party 0, r a dealer's random mask unknown to
+            # party 0: it learns x + r and each party's share of it, all random.
+            if self.world_size < 2:
+                return [tensor]
+            links = self._links_to_one("gather", dst)
+            self._count((len(links.peers) if dst == self.rank else 1) * tensor.nelement())
+            payloads = links.collect(tensor.contiguous(), dst)
             return [None] if payloads is None else payloads
 
         def all_gather(self, tensor):
+            # No CrypTen protocol we run calls it; every party gets every share.
             if not self._p2p(tensor):
                 return super().all_gather(tensor)
             self._count(2 * len(self.links.peers) * tensor.nelement())
             return self.links.exchange(tensor.contiguous())
 
         def _p2p(self, input, op=None) -> bool:
-            """Whether this call goes over the links (``op``: how payloads combine)."""
-            if self.links is None or (op is not None and op not in _COMBINE):
+            """Whether an opening to everyone goes over the links (``op``: how payloads combine)."""
+            if not self.p2p_open or self.links is None:
+                return False
+            if op is not None and op not in _COMBINE:
                 return False
             tensors = input if isinstance(input, list) else [input]
             if any(t.dtype != torch.long for t in tensors):
                 return False  # shares are int64; anything else keeps CrypTen's path
             return sum(t.nelement() for t in tensors) <= P2P_MAX_ELEMENTS
+
+        def _links_to_one(self, call: str, dst: int) -> PeerLinks:
+            """The links of an opening to ``dst`` alone (there is no other path)."""
+            if self.links is None:
+                raise ProtocolAbort(
+                    f"rank {self.rank} is not a compute party and cannot take part in "
+                    f"{call}(dst={dst}); only the compute parties hold shares"
+                )
+            return self.links
 
         def _count(self, nelement: int) -> None:
             if crypten.cfg.communicator.verbose:
@@ -178,7 +224,13 @@ _COMBINE = {
 
 def _flatten(input, batched: bool) -> tuple[torch.Tensor, list[torch.Size]]:
     tensors = input if batched else [input]
+    dtypes = {t.dtype for t in tensors}
+    if len(dtypes) > 1:  # torch.cat would silently promote some of the shares
+        found = ", ".join(sorted(map(str, dtypes)))
+        raise ProtocolAbort(f"a batched opening needs tensors of one dtype, got {found}")
     shapes = [t.shape for t in tensors]
+    if len(tensors) == 1:  # a view, no copy: large openings are memory-bound
+        return tensors[0].reshape(-1), shapes
     return torch.cat([t.reshape(-1) for t in tensors]), shapes
 
 
@@ -190,8 +242,10 @@ def _unflatten(flat: torch.Tensor, shapes: list[torch.Size], batched: bool):
 
 def _combine(payloads: list[torch.Tensor], op) -> torch.Tensor:
     combine = _COMBINE[op]
-    total = payloads[0].clone()
-    for payload in payloads[1:]:
+    if len(payloads) == 1:
+        return payloads[0].clone()
+    total = combine(payloads[0], payloads[1])  # a new tensor: payloads stay untouched
+    for payload in payloads[2:]:
         total = combine(total, payload, out=total)
     return total
 

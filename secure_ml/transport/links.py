@@ -1,10 +1,16 @@
 """Point-to-point links between compute parties: the path that opens shares.
 
-CrypTen opens a shared value with gloo's ``all_reduce``. For the small tensors
-of most MPC rounds that costs ~1.1 ms on loopback where one send/recv exchange
-costs ~0.27 ms (DESIGN §6), and with more than two parties a ring all_reduce
-takes ``2(n-1)`` sequential steps. Here every party sends its share to every
-other party at once and combines what it receives: one round, whatever ``n``.
+An opening to one party (``collect``: ``reveal``, ``get_plain_text(dst=...)``,
+CrypTen's truncation gather) always takes this path: each party sends its
+share to that party only. gloo's ``reduce`` cannot be used for it, as it is a
+reduce-scatter followed by a gather that leaves every rank a reduced slice.
+
+An opening to everyone (``exchange``) takes it too when it is faster. CrypTen
+opens with gloo's ``all_reduce``; for the small tensors of most MPC rounds that
+costs ~1.1 ms on loopback where one send/recv exchange costs ~0.27 ms (DESIGN
+§6), and with more than two parties a ring all_reduce takes ``2(n-1)``
+sequential steps. Here every party sends its share to every other party at
+once and combines what it receives: one round, whatever ``n``.
 
 Every message of this path goes through a ``Frames`` codec (``seal`` on the
 way out, ``open`` on the way in, with the peer's rank). Today's codec is the

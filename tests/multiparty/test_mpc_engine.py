@@ -38,7 +38,7 @@ def openings(session):
     after_one = counters(session)
     signs = (x > 0).get_plain_text()
     return {
-        "p2p": session.crypten.communicator.get().links is not None,
+        "p2p": session.crypten.communicator.get().p2p_open,
         "to_all": to_all,
         "to_last": to_last,
         "signs": signs,
