@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 
 from secure_ml.compat import load_crypten
 from secure_ml.errors import SpecMismatchError
@@ -127,6 +126,7 @@ class Session:
             timeout_s=self._collective_timeout(),
             name=self.name,
             p2p_open=self.spec.mpc.p2p_open,
+            names=tuple(p.name for p in self.roster.processes),
         )
         self._stack.callback(self._disconnect)
         self._check_same_spec()
@@ -189,10 +189,12 @@ class Session:
         disconnect()
 
     def _check_same_spec(self) -> None:
-        mine = (self.name, self.spec.hash)
-        everyone: list[Any] = [None] * len(self.roster.processes)
-        dist.all_gather_object(everyone, mine)
-        hashes = {name: digest for name, digest in everyone}
+        # JSON on our object path: torch's all_gather_object would unpickle
+        everyone = load_crypten().communicator.get().all_gather_obj(self.spec.hash)
+        names = [p.name for p in self.roster.processes]
+        if not all(isinstance(digest, str) for digest in everyone):
+            raise SpecMismatchError("a party sent a spec hash that is not a string")
+        hashes = dict(zip(names, everyone, strict=True))
         if len(set(hashes.values())) > 1:
             listing = ", ".join(f"{n}: {h[:12]}" for n, h in hashes.items())
             raise SpecMismatchError(

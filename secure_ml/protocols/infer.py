@@ -10,7 +10,9 @@ Stages, and what each party sends and learns:
    has them) and announces the shape of one sample (public).
 2. ``model``: the model owner checks that CrypTen supports every layer (an
    error lists them before anyone computes), then announces the layer graph
-   with every weight zeroed: the architecture is public, the weights are not.
+   with every weight zeroed (ONNX bytes, which every receiver checks with
+   ``onnx`` before CrypTen reads them): the architecture is public, the
+   weights are not.
    It secret-shares the weights. With kept shares, each party loads its own
    shares and all parties check they come from the same training run.
 3. ``predict``: each data owner secret-shares its inputs in batches; the model
@@ -138,7 +140,10 @@ def shared_model(session: Session, shape: tuple[int, ...]) -> Any:
         return sm.blank(exported[0])
 
     graph = announce(checked_architecture, owner=owner, my_rank=session.rank, what="the model")
-    # the owner builds from its real export, the others from the blank copy
+    # the owner builds from its real export, the others from the blank copy,
+    # which onnx checks before CrypTen reads it
+    if not exported:
+        graph = sm.check_architecture(graph, sender=owner.name)
     return sm.from_architecture(exported[0] if exported else graph).encrypt(src=owner.rank)
 
 

@@ -11,18 +11,59 @@ corrected share of each triple (the other parties derive theirs from seeds the
 dealer shared with them at start-up). A ``bulk`` message (see
 ``secure_ml.sharing.precompute``) carries many requests; they are answered in
 order, and all corrections go back to party 0 as one tensor.
+
+What it serves: CrypTen's ``TTPServer`` calls whatever method name party 0
+sends, with whatever arguments. Here every request is checked first
+(``check_request``, ``check_bulk``): only the five tuple kinds CrypTen's
+``TTPClient`` asks for, only the products a Beaver triple exists for, sizes
+within ``MAX_REQUEST_ELEMENTS`` per tensor and bulks within the bounds of
+``secure_ml.sharing.precompute``. Anything else raises ``ProtocolAbort`` and
+the dealer exits, which ends the run (party 0 sees the link close).
 """
 
 from __future__ import annotations
 
 import logging
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
 
 from secure_ml.compat import load_crypten
+from secure_ml.errors import ProtocolAbort
 from secure_ml.sharing.csprng import setup_dealer_streams
-from secure_ml.sharing.precompute import BULK, answer_bulk
+from secure_ml.sharing.precompute import (
+    BULK,
+    MAX_BULK_ELEMENTS,
+    MAX_BULK_REQUESTS,
+    MAX_REQUEST_ELEMENTS,
+    _answer_shape,
+    answer_bulk,
+)
 
 log = logging.getLogger(__name__)
 TERMINATE = "terminate"
+
+#: TTPServer methods that CrypTen's TTPClient calls, and how many arguments
+#: each takes (sizes first; ``additive`` also names the product)
+SERVED = {"additive": 3, "square": 1, "binary": 2, "wraps": 1, "B2A": 1}
+#: the products a Beaver triple is made for (crypten.mpc.primitives.beaver)
+TRIPLE_OPS = ("mul", "matmul", "conv1d", "conv2d", "conv_transpose1d", "conv_transpose2d")
+CONV_KWARGS = ("stride", "padding", "dilation", "groups", "output_padding")
+MAX_DIMS = 8
+#: convolution arguments (strides, paddings, groups) above this are refused
+MAX_CONV_ARGUMENT = 1 << 16
+
+
+@dataclass(frozen=True)
+class Request:
+    """One checked dealer request: a served method, sizes as ``torch.Size``."""
+
+    function: str
+    args: tuple
+    kwargs: dict
+    elements: int  # of the answer
 
 
 def serve() -> int:
@@ -42,13 +83,109 @@ def serve() -> int:
         if message == TERMINATE:
             log.info("dealer: party 0 ended the session after %d requests", served)
             return served
-        if message["function"] == BULK:
-            server.device = "cpu"
-            comm.broadcast(answer_bulk(server, message), dealer_rank, server.comm_group)
-            served += len(message["requests"])
+        if isinstance(message, dict) and message.get("function") == BULK:
+            requests = check_bulk(message)
+            comm.broadcast(answer_bulk(server, requests), dealer_rank, server.comm_group)
+            served += len(requests)
             continue
-        server.device = message["device"]
-        result = getattr(server, message["function"])(*message["args"], **message["kwargs"])
+        request = check_request(message)
+        result = getattr(server, request.function)(*request.args, **request.kwargs)
         comm.send_obj(result.size(), 0, server.ttp_group)
         comm.broadcast(result, dealer_rank, server.comm_group)
         served += 1
+
+
+def refuse(why: str) -> ProtocolAbort:
+    return ProtocolAbort(
+        f"the dealer refuses a request from party 0: {why}; the dealer serves only CrypTen's "
+        f"tuple requests ({', '.join(SERVED)}) and bulks of them, within size bounds"
+    )
+
+
+def check_request(message: Any, *, in_bulk: bool = False) -> Request:
+    """The checked form of one request; raise ``ProtocolAbort`` for anything not served."""
+    keys = {"function", "args", "kwargs"} | (set() if in_bulk else {"device"})
+    if not isinstance(message, dict) or set(message) != keys:
+        shown = sorted(message) if isinstance(message, dict) else type(message).__name__
+        raise refuse(f"a request must have the fields {sorted(keys)}, got {shown}")
+    function, args, kwargs = message["function"], message["args"], message["kwargs"]
+    if not isinstance(function, str) or function not in SERVED:
+        raise refuse(f"function {str(function)[:60]!r} is not served")
+    if not in_bulk and message["device"] not in (None, "cpu"):
+        raise refuse(f"device {str(message['device'])[:20]!r}: the dealer runs on the CPU")
+    if not isinstance(args, (list, tuple)) or len(args) != SERVED[function]:
+        raise refuse(f"{function} takes {SERVED[function]} arguments")
+    if not isinstance(kwargs, dict):
+        raise refuse(f"{function}: keyword arguments must be a dict")
+    if function == "additive":
+        sizes = (_size(args[0]), _size(args[1]))
+        op = args[2]
+        if op not in TRIPLE_OPS:
+            known = ", ".join(TRIPLE_OPS)
+            raise refuse(f"additive triples exist for {known}, not {str(op)[:40]!r}")
+        checked = (*sizes, op)
+        kwargs = _conv_kwargs(op, kwargs)
+    else:
+        checked = tuple(_size(a) for a in args)
+        if kwargs:
+            raise refuse(f"{function} takes no keyword arguments")
+    try:
+        answer = _answer_shape(function, checked, kwargs)
+    except Exception as e:  # torch's shape checks raise many kinds (even ZeroDivisionError)
+        sizes = [list(size) for size in checked[:2]]
+        raise refuse(f"{function} of sizes {sizes}: the shapes do not fit ({e})") from None
+    elements = _bounded(answer, "the answer")
+    return Request(function, checked, kwargs, elements)
+
+
+def check_bulk(message: dict[str, Any]) -> list[Request]:
+    """The checked requests of a bulk message (see ``secure_ml.sharing.precompute``)."""
+    if set(message) != {"function", "requests", "elements"}:
+        raise refuse("a bulk must have the fields ['elements', 'function', 'requests']")
+    requests = message["requests"]
+    if not isinstance(requests, list) or not 0 < len(requests) <= MAX_BULK_REQUESTS:
+        raise refuse(f"a bulk holds 1 to {MAX_BULK_REQUESTS} requests")
+    checked = [check_request(r, in_bulk=True) for r in requests]
+    elements = sum(r.elements for r in checked)
+    if elements > MAX_BULK_ELEMENTS:
+        raise refuse(f"a bulk's answers hold {elements} elements (limit {MAX_BULK_ELEMENTS})")
+    if message["elements"] != elements:
+        raise refuse(
+            f"the bulk declares {str(message['elements'])[:20]} elements, its requests make "
+            f"{elements}; party 0 and the dealer disagree on tuple shapes"
+        )
+    return checked
+
+
+def _size(value: Any) -> torch.Size:
+    if not isinstance(value, (list, tuple)) or len(value) > MAX_DIMS:
+        raise refuse(f"a size must be a list of at most {MAX_DIMS} dimensions")
+    if not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in value):
+        raise refuse("a size's dimensions must be non-negative integers")
+    _bounded(value, "a size")
+    return torch.Size(value)
+
+
+def _bounded(shape: Any, what: str) -> int:
+    elements = math.prod(shape)
+    if elements > MAX_REQUEST_ELEMENTS:
+        raise refuse(f"{what} of {elements} elements exceeds {MAX_REQUEST_ELEMENTS} per tensor")
+    return elements
+
+
+def _conv_kwargs(op: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    if not op.startswith("conv") and kwargs:
+        raise refuse(f"a {op} triple takes no keyword arguments")
+    unknown = sorted(set(kwargs) - set(CONV_KWARGS))
+    if unknown:
+        raise refuse(f"{op}: unknown keyword arguments {unknown[:5]}")
+    for name, value in kwargs.items():
+        values = value if isinstance(value, (list, tuple)) else [value]
+        if len(values) > MAX_DIMS or not all(_small_int(v) for v in values):
+            raise refuse(f"{op}: {name} must be integers in [0, {MAX_CONV_ARGUMENT}]")
+    return kwargs
+
+
+def _small_int(value: Any) -> bool:
+    ok = isinstance(value, int) and not isinstance(value, bool)
+    return ok and 0 <= value <= MAX_CONV_ARGUMENT

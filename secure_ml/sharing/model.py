@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from secure_ml.compat import load_crypten
-from secure_ml.errors import DataError, SpecError
+from secure_ml.errors import DataError, ProtocolAbort, SpecError
 
 
 def _onnx_bytes(model: torch.nn.Module, sample_shape: Sequence[int]) -> bytes:
@@ -91,6 +91,31 @@ def blank(onnx_bytes: bytes) -> bytes:
         zeros = np.zeros_like(numpy_helper.to_array(init))
         init.CopyFrom(numpy_helper.from_array(zeros, init.name))
     return proto.SerializeToString()
+
+
+def check_architecture(graph: Any, *, sender: str) -> bytes:
+    """``graph`` as received from party ``sender``, once ``onnx`` accepts it.
+
+    It must be bytes of an ONNX model that ``onnx`` parses and its checker
+    accepts, with every tensor inside the bytes: a reference to external data
+    would make ``crypten.nn.from_onnx`` read a file of the receiver's.
+    """
+    import onnx
+    from onnx.external_data_helper import _get_all_tensors
+
+    if not isinstance(graph, bytes):
+        raise ProtocolAbort(f"party {sender} sent a {type(graph).__name__} as the model graph")
+    try:
+        proto = onnx.load_model_from_string(graph)
+        onnx.checker.check_model(proto)
+    except Exception as e:  # protobuf's DecodeError, onnx's ValidationError, ...
+        raise ProtocolAbort(
+            f"party {sender} sent a model graph that onnx rejects ({type(e).__name__}: "
+            f"{str(e)[:200]})"
+        ) from None
+    if any(t.data_location == onnx.TensorProto.EXTERNAL for t in _get_all_tensors(proto)):
+        raise ProtocolAbort(f"party {sender} sent a model graph that refers to external files")
+    return graph
 
 
 def from_architecture(onnx_bytes: bytes) -> Any:

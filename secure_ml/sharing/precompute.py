@@ -43,6 +43,13 @@ log = logging.getLogger(__name__)
 
 #: the dealer message that carries many requests
 BULK = "bulk"
+#: bounds the dealer enforces (secure_ml.sharing.dealer) and party 0 keeps: a
+#: tensor of one request (operand or answer; 1 GiB of int64), and one bulk's
+#: requests and answer elements. Party 0 splits a fill into as many bulks as
+#: these need.
+MAX_REQUEST_ELEMENTS = 1 << 27
+MAX_BULK_REQUESTS = 1 << 16
+MAX_BULK_ELEMENTS = 1 << 27
 _TUPLE_KINDS = (
     "generate_additive_triple",
     "square",
@@ -109,26 +116,35 @@ def _hashable(value: Any) -> Hashable:
 
 @contextmanager
 def _bulk_dealer_requests() -> Iterator[None]:
-    """Party 0: defer each dealer request, then send them all in one message."""
+    """Party 0: defer each dealer request, then send them in as few bulks as the bounds allow."""
     crypten = load_crypten()
     client = crypten.mpc.provider.ttp_provider.TTPClient.get()
     messages: list[dict[str, Any]] = []
     answers: list[torch.Tensor] = []
 
     def deferred(function: str, device: Any, *args: Any, **kwargs: Any) -> torch.Tensor:
+        answer = torch.empty(_answer_shape(function, args, kwargs), dtype=torch.long)
+        held = sum(a.nelement() for a in answers)
+        if len(messages) >= MAX_BULK_REQUESTS or held + answer.nelement() > MAX_BULK_ELEMENTS:
+            _send_bulk(client, messages, answers)
         messages.append({"function": function, "args": args, "kwargs": kwargs})
-        # CrypTen wraps this tensor as party 0's share; it is filled in below
-        answers.append(torch.empty(_answer_shape(function, args, kwargs), dtype=torch.long))
-        return answers[-1]
+        # CrypTen wraps this tensor as party 0's share; it is filled by _send_bulk
+        answers.append(answer)
+        return answer
 
     client.ttp_request = deferred  # an instance attribute shadows the method
     try:
         yield
     finally:
         del client.ttp_request
+    _send_bulk(client, messages, answers)
+
+
+def _send_bulk(client: Any, messages: list[dict[str, Any]], answers: list[torch.Tensor]) -> None:
+    """Send the deferred requests as one bulk, fill their answers, and forget them."""
     if not messages:
         return
-    comm = crypten.communicator.get()
+    comm = load_crypten().communicator.get()
     total = sum(a.nelement() for a in answers)
     comm.send_obj({"function": BULK, "requests": messages, "elements": total},
                   comm.get_ttp_rank(), client.ttp_group)  # fmt: skip
@@ -136,6 +152,8 @@ def _bulk_dealer_requests() -> Iterator[None]:
     comm.broadcast(flat, comm.get_ttp_rank(), client.comm_group)
     for answer, part in zip(answers, flat.split([a.nelement() for a in answers]), strict=True):
         answer.copy_(part.view_as(answer))
+    messages.clear()
+    answers.clear()
 
 
 def _answer_shape(function: str, args: tuple, kwargs: dict) -> torch.Size:
@@ -151,17 +169,20 @@ def _answer_shape(function: str, args: tuple, kwargs: dict) -> torch.Size:
     return torch.Size(args[0])  # square, wraps, B2A: one tensor of the requested size
 
 
-def answer_bulk(server: Any, message: dict[str, Any]) -> torch.Tensor:
-    """Dealer side: answer every request of a bulk message, in order, as one tensor."""
-    answers = [
-        getattr(server, m["function"])(*m["args"], **m["kwargs"]).reshape(-1)
-        for m in message["requests"]
-    ]
+def answer_bulk(server: Any, requests: list[Any]) -> torch.Tensor:
+    """Dealer side: answer checked requests of a bulk, in order, as one tensor.
+
+    ``requests``: ``secure_ml.sharing.dealer.Request`` objects, already checked
+    against the served kinds and the bounds.
+    """
+    server.device = "cpu"
+    answers = [getattr(server, r.function)(*r.args, **r.kwargs).reshape(-1) for r in requests]
     flat = torch.cat(answers)
-    if flat.nelement() != message["elements"]:
+    expected = sum(r.elements for r in requests)
+    if flat.nelement() != expected:
         raise RuntimeError(
-            f"bulk request: party 0 expected {message['elements']} elements, the dealer made "
-            f"{flat.nelement()}; party 0 and the dealer disagree on tuple shapes"
+            f"bulk request: the dealer expected {expected} elements and made "
+            f"{flat.nelement()}; its shape check and CrypTen's generators disagree"
         )
     return flat
 

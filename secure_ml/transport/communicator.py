@@ -27,6 +27,12 @@ party counts ``n - 1`` tensors at the receiver and one at each sender (as
 CrypTen counts ``reduce``), a point-to-point exchange counts what a party
 sends plus what it receives.
 
+Object messages (shapes, dealer requests, announcements, a model's ONNX graph)
+are never pickled: ``send_obj``, ``recv_obj``, ``broadcast_obj`` and
+``all_gather_obj`` carry the JSON-and-bytes format of
+``secure_ml.transport.objects``, and a message from a peer that does not parse
+raises ``ProtocolAbort`` naming that peer.
+
 Ranks: the compute parties are ``0..world_size-1``; when a dealer (TTP) takes
 part it is rank ``world_size`` and the default group has ``world_size + 1``
 ranks, as in CrypTen.
@@ -35,8 +41,6 @@ ranks, as in CrypTen.
 from __future__ import annotations
 
 import logging
-import pickle
-import sys
 from datetime import timedelta
 
 import torch
@@ -44,6 +48,7 @@ import torch.distributed as dist
 
 from secure_ml.compat import load_crypten
 from secure_ml.errors import ProtocolAbort
+from secure_ml.transport import objects
 from secure_ml.transport.links import PeerLinks
 
 #: openings to everyone up to this many elements go over the links (openings
@@ -187,21 +192,98 @@ def _communicator_class() -> type:
                 self._log_communication(nelement)
 
         # ------------------------------------------------------ objects --
-        # CrypTen counts an object as sys.getsizeof(obj): the top-level
-        # container only, ~232 bytes for a dealer request or for a bulk of
-        # thousands. Count the pickled bytes that actually travel.
+        # CrypTen pickles objects (and unpickles what a peer sends); these carry
+        # JSON and raw bytes instead (secure_ml.transport.objects). The framing
+        # is CrypTen's: an int32 length, then that many bytes. Counted as the
+        # bytes that travel (CrypTen counts sys.getsizeof, the top-level
+        # container only), one round per message.
+        peer_names: tuple[str, ...] = ()
+
         def send_obj(self, obj, dst, group=None):
-            super().send_obj(obj, dst, group=group)
-            self._recount(obj)
+            data = objects.encode(obj)
+            length, payload = _object_tensors(data)
+            group = self.main_group if group is None else group
+            pending = [dist.isend(length, dst, group=group), dist.isend(payload, dst, group=group)]
+            for request in pending:
+                request.wait()
+            self._count_bytes(len(data) + _LENGTH_BYTES)
 
         def recv_obj(self, src, group=None):
-            obj = super().recv_obj(src, group=group)
-            self._recount(obj)
-            return obj
+            group = self.main_group if group is None else group
+            length = torch.zeros((), dtype=torch.int32)
+            dist.irecv(length, src, group=group).wait()
+            payload = torch.empty(self._declared(int(length), src), dtype=torch.uint8)
+            dist.irecv(payload, src, group=group).wait()
+            self._count_bytes(payload.nelement() + _LENGTH_BYTES)
+            return self._decode(payload, src)
 
-        def _recount(self, obj) -> None:
+        def broadcast_obj(self, obj, src, group=None):
+            group = self.main_group if group is None else group
+            receivers = dist.get_world_size(group) - 1
+            if self.rank == src:
+                data = objects.encode(obj)
+                length, payload = _object_tensors(data)
+                dist.broadcast(length, src, group=group)
+                dist.broadcast(payload, src, group=group)
+                self._count_bytes(receivers * (len(data) + _LENGTH_BYTES))
+                return obj
+            length = torch.zeros((), dtype=torch.int32)
+            dist.broadcast(length, src, group=group)
+            payload = torch.empty(self._declared(int(length), src), dtype=torch.uint8)
+            dist.broadcast(payload, src, group=group)
+            self._count_bytes(payload.nelement() + _LENGTH_BYTES)
+            return self._decode(payload, src)
+
+        def all_gather_obj(self, obj) -> list:
+            """Every process of the run (dealer included) sends ``obj``; all get all, by rank.
+
+            Replaces torch's ``all_gather_object`` (which unpickles) with the
+            same layout: an int64 length from each, then buffers padded to the
+            longest.
+            """
+            data = objects.encode(obj)
+            total = dist.get_world_size()
+            lengths = [torch.zeros(1, dtype=torch.long) for _ in range(total)]
+            dist.all_gather(lengths, torch.tensor([len(data)]))
+            declared = [self._declared(int(n), r) for r, n in enumerate(lengths)]
+            padded = torch.zeros(max(declared), dtype=torch.uint8)
+            padded[: len(data)] = _object_tensors(data)[1]
+            buffers = [torch.empty_like(padded) for _ in range(total)]
+            dist.all_gather(buffers, padded)
+            # like CrypTen's all_gather: each sends to and receives from every other
+            self._count_bytes(2 * (total - 1) * (padded.nelement() + 8))
+            return [
+                obj if r == self.rank else self._decode(buffer[:n], r)
+                for r, (buffer, n) in enumerate(zip(buffers, declared, strict=True))
+            ]
+
+        def _declared(self, length: int, peer: int) -> int:
+            if 0 < length <= objects.MAX_OBJECT_BYTES:
+                return length
+            raise ProtocolAbort(
+                f"{self._peer(peer)} announced an object message of {length} bytes (allowed: "
+                f"1 to {objects.MAX_OBJECT_BYTES}); stopping instead of waiting for it"
+            )
+
+        def _decode(self, payload: torch.Tensor, peer: int):
+            try:
+                return objects.decode(payload.numpy().tobytes())
+            except objects.MalformedObject as e:
+                raise ProtocolAbort(
+                    f"{self._peer(peer)} sent a malformed object message: {e}; secure_ml "
+                    "parses object messages as JSON and never unpickles them, so nothing it "
+                    "sent was run. Every party must run secure_ml (same version)"
+                ) from None
+
+        def _peer(self, rank: int) -> str:
+            if rank < len(self.peer_names):
+                return f"party {self.peer_names[rank]} (rank {rank})"
+            return f"the party of rank {rank}"
+
+        def _count_bytes(self, nbytes: int) -> None:
+            # CrypTen logs 8-byte elements; a fraction keeps the byte count exact
             if crypten.cfg.communicator.verbose:
-                self.comm_bytes += len(pickle.dumps(obj)) - sys.getsizeof(obj)
+                self._log_communication(nbytes / self.BYTES_PER_ELEMENT)
 
         def broadcast(self, input, src, group=None, batched=False):
             result = super().broadcast(input, src, group=group, batched=batched)
@@ -214,6 +296,17 @@ def _communicator_class() -> type:
             return result
 
     return SecureMLCommunicator
+
+
+#: the int32 length that precedes every object message
+_LENGTH_BYTES = 4
+
+
+def _object_tensors(data: bytes) -> tuple[torch.Tensor, torch.Tensor]:
+    """An object message as CrypTen frames it: its int32 length, then its bytes."""
+    return torch.tensor(len(data), dtype=torch.int32), torch.frombuffer(
+        bytearray(data), dtype=torch.uint8
+    )
 
 
 _COMBINE = {
@@ -259,8 +352,13 @@ def connect(
     timeout_s: float,
     name: str,
     p2p_open: bool = True,
+    names: tuple[str, ...] = (),
 ) -> object:
-    """Create our communicator and install it as CrypTen's communicator."""
+    """Create our communicator and install it as CrypTen's communicator.
+
+    ``names``: every process's party name by rank, so that errors about a
+    peer's messages name it.
+    """
     crypten = load_crypten()
     registry = crypten.communicator.DistributedCommunicator
     if registry.is_initialized():
@@ -274,6 +372,7 @@ def connect(
         name=name,
         p2p_open=p2p_open,
     )
+    instance.peer_names = tuple(names)
     registry.instance = instance
     return instance
 
