@@ -32,6 +32,7 @@ import torch
 
 from secure_ml.compat import load_crypten
 from secure_ml.errors import ProtocolAbort
+from secure_ml.sharing import truncation
 from secure_ml.sharing.csprng import setup_dealer_streams
 from secure_ml.sharing.precompute import (
     BULK,
@@ -45,9 +46,9 @@ from secure_ml.sharing.precompute import (
 log = logging.getLogger(__name__)
 TERMINATE = "terminate"
 
-#: TTPServer methods that CrypTen's TTPClient calls, and how many arguments
-#: each takes (sizes first; ``additive`` also names the product)
-SERVED = {"additive": 3, "square": 1, "binary": 2, "wraps": 1, "B2A": 1}
+#: TTPServer methods that CrypTen's TTPClient (and exact truncation) calls, and how many arguments
+#: each takes (sizes first; ``additive`` also names the product, ``trunc`` the divisor)
+SERVED = {"additive": 3, "square": 1, "binary": 2, "wraps": 1, "B2A": 1, truncation.REQUEST: 2}
 #: the products a Beaver triple is made for (crypten.mpc.primitives.beaver)
 TRIPLE_OPS = ("mul", "matmul", "conv1d", "conv2d", "conv_transpose1d", "conv_transpose2d")
 CONV_KWARGS = ("stride", "padding", "dilation", "groups", "output_padding")
@@ -125,6 +126,10 @@ def check_request(message: Any, *, in_bulk: bool = False) -> Request:
             raise refuse(f"additive triples exist for {known}, not {str(op)[:40]!r}")
         checked = (*sizes, op)
         kwargs = _conv_kwargs(op, kwargs)
+    elif function == truncation.REQUEST:  # secure_ml's exact truncation: (size, divisor)
+        checked = (_size(args[0]), _divisor(args[1]))
+        if kwargs:
+            raise refuse(f"{function} takes no keyword arguments")
     else:
         checked = tuple(_size(a) for a in args)
         if kwargs:
@@ -164,6 +169,12 @@ def _size(value: Any) -> torch.Size:
         raise refuse("a size's dimensions must be non-negative integers")
     _bounded(value, "a size")
     return torch.Size(value)
+
+
+def _divisor(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 2 <= value <= truncation.LIMIT:
+        raise refuse(f"a truncation divisor must be an integer in 2..2^62, got {str(value)[:20]}")
+    return value
 
 
 def _bounded(shape: Any, what: str) -> int:

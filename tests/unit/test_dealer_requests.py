@@ -43,6 +43,7 @@ SERVED = [
     (live("binary", S([5, 1]), S([1, 4])), 20),
     (live("wraps", S([3])), 3),
     (live("B2A", [3, 2], device=None), 6),
+    (live("trunc", S([4, 5]), 2**16), 2 * 20),  # secure_ml's exact truncation
 ]
 
 
@@ -51,7 +52,7 @@ def test_crypten_requests_are_served_with_their_answer_size(message, elements):
     request = check_request(message)
     assert request.function == message["function"]
     assert request.elements == elements
-    assert all(isinstance(a, torch.Size) for a in request.args[:2] if not isinstance(a, str))
+    assert all(isinstance(a, torch.Size) for a in request.args[:2] if isinstance(a, list | tuple))
 
 
 REFUSED = {
@@ -71,6 +72,8 @@ REFUSED = {
     "float size": (live("wraps", [2.5]), "non-negative"),
     "too many dimensions": (live("wraps", [1] * 9), "at most 8"),
     "shapes that do not fit": (live("additive", S([2, 3]), S([4, 5]), "matmul"), "do not fit"),
+    "truncation by 1": (live("trunc", S([3]), 1), "divisor"),
+    "truncation by a float": (live("trunc", S([3]), 65536.0), "divisor"),
     "wrong arity": (live("square", S([1]), S([1])), "takes 1 arguments"),
     "kwargs on square": (live("square", S([1]), generator=1), "no keyword"),
     "kwargs on mul": (live("additive", S([1]), S([1]), "mul", out=1), "no keyword"),
