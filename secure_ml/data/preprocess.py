@@ -2,8 +2,11 @@
 
 Vertical partitions: each owner scales its own columns with its own training
 statistics (``Standardiser.fit``). Horizontal partitions: the global mean and
-variance come from per-owner sums added on shares (``global_standardiser`` in
-``secure_ml.protocols.train``); only the totals are opened, to the data owners.
+scale are computed on shares and stay shared (``secure_ml.sharing.scaling``);
+nobody, the owners included, learns them. ``MIN_SHARED_STD`` is the smallest
+standard deviation the shared computation resolves: the plaintext twin of a
+horizontal run uses it in place of ``MIN_STD`` so both treat the same columns
+as constant.
 """
 
 from __future__ import annotations
@@ -12,7 +15,9 @@ from dataclasses import dataclass
 
 import torch
 
-_MIN_STD = 1e-6
+MIN_STD = 1e-6
+#: columns with a smaller std are constant for ``secure_ml.sharing.scaling``
+MIN_SHARED_STD = 2.0**-9
 
 
 @dataclass(frozen=True)
@@ -23,17 +28,19 @@ class Standardiser:
     std: torch.Tensor
 
     @classmethod
-    def fit(cls, x: torch.Tensor) -> Standardiser:
+    def fit(cls, x: torch.Tensor, *, min_std: float = MIN_STD) -> Standardiser:
+        """Column mean and population std; a std below ``min_std`` counts as 1."""
         x = x.double()
-        return cls.from_moments(x.sum(0), (x * x).sum(0), len(x))
-
-    @classmethod
-    def from_moments(cls, total: torch.Tensor, squares: torch.Tensor, count: int) -> Standardiser:
-        """From column sums and sums of squares over ``count`` rows (population std)."""
-        mean = total.double() / count
-        variance = (squares.double() / count - mean * mean).clamp(min=0)
-        std = variance.sqrt()
-        return cls(mean=mean, std=torch.where(std < _MIN_STD, torch.ones_like(std), std))
+        mean = x.mean(0)
+        std = (x - mean).square().mean(0).sqrt()
+        return cls(mean=mean, std=torch.where(std < min_std, torch.ones_like(std), std))
 
     def transform(self, x: torch.Tensor) -> torch.Tensor:
         return ((x.double() - self.mean) / self.std).float()
+
+    def restore(self, z: torch.Tensor) -> torch.Tensor:
+        """Original units of standardised ``z``."""
+        return (z.double() * self.std + self.mean).float()
+
+    def as_dict(self) -> dict[str, torch.Tensor]:
+        return {"mean": self.mean, "std": self.std}

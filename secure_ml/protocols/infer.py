@@ -10,16 +10,23 @@ Stages, and what each party sends and learns:
    has them) and announces the shape of one sample (public).
 2. ``model``: the model owner checks that CrypTen supports every layer (an
    error lists them before anyone computes), then announces the layer graph
-   with every weight zeroed (ONNX bytes, which every receiver checks with
-   ``onnx`` before CrypTen reads them): the architecture is public, the
-   weights are not.
+   with every weight and value constant zeroed (``blank``; ONNX bytes, which
+   every receiver checks with ``onnx`` before CrypTen reads them): the
+   architecture is public, the weights are not.
    It secret-shares the weights. With kept shares, each party loads its own
    shares and all parties check they come from the same training run.
 3. ``predict``: each data owner secret-shares its inputs in batches; the model
    runs on shares; the outputs of a batch are opened to that data owner only.
    The model owner learns nothing about inputs or outputs; the data owner
    learns its predictions (and so whatever they reveal about the model).
-4. ``score`` (local): a data owner with labels computes its accuracy.
+   With kept shares, the inputs are standardised on shares with the scalers
+   ``mpc.train`` saved (``scaler.pt`` beside each party's shares): a vertical
+   owner secret-shares its columns' mean and scale, a horizontal run's parties
+   load their shares of the shared scaler; everyone learns only which columns
+   each owner's scaler covers. Regression outputs are mapped back to original
+   units on shares (the label owner's target scaler) before they are opened.
+4. ``score`` (local): a data owner with labels computes its accuracy (or its
+   mean squared error, in original units).
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from secure_ml.compat import load_crypten
 from secure_ml.data.local import LocalData, data_owners, load_local, uses_csv
 from secure_ml.data.preprocess import Standardiser
 from secure_ml.data.sources import check_source, describe_sources
@@ -62,8 +70,11 @@ def n_outputs(spec: Spec) -> int:
 # ------------------------------------------------------------------ stage 1 --
 
 
-def inputs(spec: Spec, party: Party) -> LocalData:
-    """A data owner's own rows to predict on: its part of a source's test split, or its CSV."""
+def inputs(spec: Spec, party: Party, *, raw: bool = False) -> LocalData:
+    """A data owner's own rows to predict on: its part of a source's test split, or its CSV.
+
+    ``raw``: the rows are standardised later, on shares, with the trained scalers.
+    """
     if party not in data_owners(spec):
         return LocalData()
     if uses_csv(spec):
@@ -74,7 +85,7 @@ def inputs(spec: Spec, party: Party) -> LocalData:
         labels = None if table.labels is None else torch.from_numpy(table.labels)
         return LocalData(x_test=torch.from_numpy(table.features), y_test=labels)
     local = load_local(spec, party)
-    if local.x_test is not None and local.x_test.dim() == 2:
+    if not raw and local.x_test is not None and local.x_test.dim() == 2:
         # tabular built-in sources: the data owner scales with its own statistics
         local.x_test = Standardiser.fit(local.x_train).transform(local.x_test)
     return local
@@ -178,14 +189,84 @@ def _model_from_kept_shares(session: Session) -> Any:
     return model
 
 
+def read_own_scaler(session: Session) -> dict[str, Any] | None:
+    """This party's ``scaler.pt`` from training, beside its kept shares (or None)."""
+    from secure_ml.sharing.scaling import SCALER_FILE, read_scaler
+
+    if not kept_shares(session.spec):
+        return None
+    template = session.spec.model.kind.split(":", 1)[1]
+    path = Path(template.replace("{party}", session.name))
+    return read_scaler((path if path.is_dir() or not path.suffix else path.parent) / SCALER_FILE)
+
+
+def scaler_layout(session: Session, saved: dict[str, Any] | None) -> list[Any]:
+    """Every party announces what its scaler covers (public): kind, columns, target."""
+    from secure_ml.sharing.mpc import publish
+
+    mine = None
+    if saved is not None:
+        mine = (saved["kind"], saved.get("columns"), "features" in saved, "target" in saved)
+    return publish(mine, my_rank=session.rank, world_size=session.world_size)
+
+
+def shared_scalers(session: Session, saved: dict[str, Any] | None, layout: list[Any],
+                   width: int) -> tuple[Any, Any]:  # fmt: skip
+    """The (features, target) scalers on shares, or None where training had none."""
+    from secure_ml.sharing.scaling import SharedScaler
+
+    kinds = {entry[0] for entry in layout if entry is not None}
+    if kinds == {"shared"}:
+        if any(entry is None for entry in layout):
+            raise DataError("some parties have no scaler.pt beside their model shares")
+        features = SharedScaler.from_shares(saved["features"]) if layout[0][2] else None
+        target = SharedScaler.from_shares(saved["target"]) if layout[0][3] else None
+        return features, target
+    blocks = sorted((entry[1], rank) for rank, entry in enumerate(layout) if entry and entry[2])
+    covered = [c for (start, stop), _ in blocks for c in range(start, stop)]
+    if blocks and covered != list(range(width)):
+        raise DataError(f"the owners' scalers cover columns {covered}, not 0..{width - 1}")
+    features = _cat([_share_plain(session, saved, rank, "features") for _, rank in blocks])
+    targets = [rank for rank, entry in enumerate(layout) if entry and entry[3]]
+    target = _share_plain(session, saved, targets[0], "target") if targets else None
+    return features, target
+
+
+def _share_plain(session: Session, saved: dict[str, Any] | None, rank: int, key: str) -> Any:
+    """Party ``rank``'s plaintext scaler, secret-shared by it as (mean, scale, factor, std)."""
+    from secure_ml.sharing.scaling import SharedScaler, split_std
+
+    owner = session.roster.by_rank(rank).name
+    values = [None] * 4
+    if rank == session.rank:
+        mean, std = saved[key]["mean"].float(), saved[key]["std"].float()
+        values = [mean, *split_std(std), std]
+    names = ("scaler mean", "scaler scale", "scaler factor", "scaler std")
+    return SharedScaler(*(session.share(v, owner=owner, name=n)
+                          for v, n in zip(values, names, strict=True)))  # fmt: skip
+
+
+def _cat(scalers: list[Any]) -> Any:
+    from secure_ml.sharing.scaling import SharedScaler
+
+    if not scalers:
+        return None
+    crypten = load_crypten()
+    columns = zip(*(s.tensors() for s in scalers), strict=True)
+    return SharedScaler(*(crypten.cat(list(parts)) for parts in columns))
+
+
 # ------------------------------------------------------------------ stage 3-4 --
 
 
-def predict(session: Session, model: Any, local: LocalData) -> torch.Tensor | None:
+def predict(
+    session: Session, model: Any, local: LocalData, scalers: tuple[Any, Any] = (None, None)
+) -> torch.Tensor | None:
     """Each data owner's rows, batch by batch; outputs opened to that owner only."""
     from secure_ml.sharing.mpc import publish
 
     spec = session.spec
+    features, target = scalers
     mine = None if local.x_test is None else len(local.x_test)
     counts = publish(mine, my_rank=session.rank, world_size=session.world_size)
     model.eval()
@@ -203,7 +284,11 @@ def predict(session: Session, model: Any, local: LocalData) -> torch.Tensor | No
             shared = session.share(batch, owner=owner.name, name="inputs")
             length = min(size, n_rows - start)
             with session.crypten.no_grad(), session.step(("infer", length), remaining[length]):
+                if features is not None:
+                    shared = features.transform(shared)
                 logits = model(shared)
+                if target is not None:
+                    logits = target.restore(logits)
             remaining[length] -= 1
             opened = session.reveal(logits, to=[owner.name], name="predictions")
             if opened is not None:
@@ -219,9 +304,13 @@ def predicted_classes(outputs: torch.Tensor) -> torch.Tensor:
     return outputs.argmax(1)
 
 
-def score(predictions: torch.Tensor, labels: torch.Tensor | None) -> dict[str, Any]:
+def score(
+    predictions: torch.Tensor, labels: torch.Tensor | None, *, regression: bool = False
+) -> dict[str, Any]:
     metrics: dict[str, Any] = {"n_predictions": len(predictions)}
-    if labels is not None:
+    if labels is not None and regression:  # outputs are in the targets' original units
+        metrics["mse"] = float((predictions[:, 0] - labels.float()).square().mean())
+    elif labels is not None:
         correct = predicted_classes(predictions) == labels.long()
         metrics["accuracy"] = float(correct.float().mean())
     return metrics
@@ -270,18 +359,25 @@ class MPCInfer(Protocol):
 
     @classmethod
     def run(cls, session: Session) -> PartyOutput:
-        local = inputs(session.spec, session.party)
+        saved = read_own_scaler(session)
+        layout = scaler_layout(session, saved)
+        trained_scalers = any(entry is not None for entry in layout)
+        local = inputs(session.spec, session.party, raw=trained_scalers)
         shape = sample_shape(session, local)
         model = shared_model(session, shape)
+        scalers = (None, None)
+        if trained_scalers:
+            scalers = shared_scalers(session, saved, layout, shape[-1])
         session.progress("model shared")
         started = time.perf_counter()
-        predictions = predict(session, model, local)
+        predictions = predict(session, model, local, scalers)
         timings = {"predict": time.perf_counter() - started}
         if predictions is None:
             return PartyOutput(timings=timings)
         path = session.out_dir / PREDICTIONS_FILE
         torch.save(predictions, path)
-        return PartyOutput(metrics=score(predictions, local.y_test), timings=timings)
+        metrics = score(predictions, local.y_test, regression=scalers[1] is not None)
+        return PartyOutput(metrics=metrics, timings=timings)
 
     @classmethod
     def plaintext_reference(cls, spec: Spec, party_dirs: dict[str, Path]) -> dict[str, Any]:

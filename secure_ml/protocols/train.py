@@ -13,13 +13,15 @@ Stages, and what each party sends and learns:
    its id set and learns everyone's (see ``secure_ml.data.align``).
 2. ``agree_task``: parties that see labels announce the task and the number
    of classes (public metadata).
-3. ``preprocess``: vertical: each owner standardises its own columns locally
-   (the label owner its regression targets). Horizontal: each owner shares its
-   column sums, sums of squares and row count; the totals are opened to the
-   data owners only, who standardise their own rows. Owners learn the global
-   mean and variance, not each other's.
+3. ``preprocess`` (local, vertical only): each owner standardises its own
+   columns with its own statistics (the label owner its regression targets).
 4. ``share_inputs``: every owner secret-shares its train and test blocks and
-   labels; all parties learn the shapes (row and column counts per owner).
+   labels (horizontal: its raw rows and raw regression targets); all parties
+   learn the shapes (row and column counts per owner).
+   ``standardise_shared`` (horizontal, tabular): the global column mean and
+   scale are computed on shares and applied on shares (see
+   ``secure_ml.sharing.scaling``); nothing is opened, so no owner learns the
+   global moments, nor another owner's sums or row values.
 5. ``train``: SGD (optionally with momentum) with CrypTen autograd on shares,
    from public initial weights. Parties see only masked openings; with a
    dealer, party 0 receives triple corrections. After each epoch the loss of
@@ -29,7 +31,10 @@ Stages, and what each party sends and learns:
 7. ``release``: the weights are opened to the receivers only (``model.pt``,
    a state_dict of the plaintext model class); or, with ``keep_shared``,
    nothing is opened and each party saves its own shares
-   (``model-shares.pt``) for ``mpc.infer``.
+   (``model-shares.pt``) for ``mpc.infer``. Each party also saves, in its own
+   output directory only, the scaler the model's inputs need (``scaler.pt``):
+   a vertical owner its plaintext column statistics (the label owner also its
+   target's), every party of a horizontal run its shares of the shared scaler.
 """
 
 from __future__ import annotations
@@ -45,7 +50,7 @@ import torch
 
 from secure_ml.data.local import LocalData, data_owners, load_local, uses_csv
 from secure_ml.data.partition import batch_schedule
-from secure_ml.data.preprocess import Standardiser
+from secure_ml.data.preprocess import MIN_SHARED_STD, Standardiser
 from secure_ml.data.sources import check_source, describe_sources
 from secure_ml.errors import DataError, SecureMLError
 from secure_ml.models import TRAINABLE_KINDS, TaskShape, build_model
@@ -75,6 +80,11 @@ class TrainState:
     y_test: Any = None
     model: Any = None
     torch_model: torch.nn.Module | None = None
+    #: vertical: the columns each owner shared, in order (public)
+    widths: list[int] | None = None
+    #: horizontal: the shared feature and target scalers (SharedScaler)
+    scaler: Any = None
+    target_scaler: Any = None
 
 
 # ---------------------------------------------------------------- stage 1-2 --
@@ -125,61 +135,47 @@ def encode_targets(y: torch.Tensor | None, task: str, n_classes: int) -> torch.T
 # ----------------------------------------------------------------- stage 3 --
 
 
-def standardise_own(local: LocalData, task: str) -> None:
+def standardise_own(local: LocalData, task: str, *, min_std: float | None = None) -> dict:
     """Scale what this holder owns with its own statistics: tabular features, and
-    regression targets if it holds them (images keep their [0, 1] pixels)."""
+    regression targets if it holds them (images keep their [0, 1] pixels).
+
+    Returns the fitted scalers (``features``, ``target``) for ``scaler.pt``.
+    """
+    fitted: dict[str, Standardiser] = {}
+    floor = {} if min_std is None else {"min_std": min_std}
     if local.x_train is not None and local.x_train.dim() == 2:
-        scaler = Standardiser.fit(local.x_train)
+        scaler = fitted["features"] = Standardiser.fit(local.x_train, **floor)
         local.x_train, local.x_test = (
             scaler.transform(local.x_train),
             scaler.transform(local.x_test),
         )
     if task == "regression" and local.y_train is not None:
-        scaler = Standardiser.fit(local.y_train.reshape(-1, 1))
+        scaler = fitted["target"] = Standardiser.fit(local.y_train.reshape(-1, 1), **floor)
         local.y_train = scaler.transform(local.y_train.reshape(-1, 1)).flatten()
         local.y_test = scaler.transform(local.y_test.reshape(-1, 1)).flatten()
+    return fitted
 
 
-def preprocess(session: Session, local: LocalData, task: str) -> None:
-    """Standardise features (and regression targets) without pooling data."""
+def preprocess(session: Session, local: LocalData, task: str) -> dict:
+    """Vertical: each owner standardises its own columns; horizontal: nothing here
+    (the rows are standardised on shares after ``share_inputs``)."""
     if session.spec.data.partition == "vertical":
-        standardise_own(local, task)
-    elif local.x_train is None or local.x_train.dim() == 2:
-        global_standardise(session, local, task)
+        return standardise_own(local, task)
+    return {}
 
 
-def global_standardise(session: Session, local: LocalData, task: str) -> None:
-    """Horizontal: global column moments from shares, opened to the data owners."""
-    owners = data_owners(session.spec)
-    columns = None
-    if local.x_train is not None:
-        columns = local.x_train.double()
-        if task == "regression":
-            columns = torch.cat([columns, local.y_train.double().reshape(-1, 1)], dim=1)
-    total = None
-    for owner in owners:
-        mine = None
-        if columns is not None and owner.rank == session.rank:
-            mine = torch.cat(
-                [columns.sum(0), (columns * columns).sum(0), torch.tensor([len(columns)])]
-            )
-        shared = session.share(mine, owner=owner.name, limit="encode", name="column moments")
-        total = shared if total is None else total + shared
-    moments = session.reveal(total, to=[o.name for o in owners], name="global column moments")
-    if moments is None:
-        return
-    d = (len(moments) - 1) // 2
-    scaler = Standardiser.from_moments(moments[:d], moments[d : 2 * d], round(float(moments[-1])))
-    n_x = local.x_train.shape[1]
-    feature_scaler = Standardiser(scaler.mean[:n_x], scaler.std[:n_x])
-    local.x_train, local.x_test = (
-        feature_scaler.transform(local.x_train),
-        feature_scaler.transform(local.x_test),
-    )
-    if task == "regression":
-        target_scaler = Standardiser(scaler.mean[n_x:], scaler.std[n_x:])
-        local.y_train = target_scaler.transform(local.y_train.reshape(-1, 1)).flatten()
-        local.y_test = target_scaler.transform(local.y_test.reshape(-1, 1)).flatten()
+def standardise_shared(state: TrainState) -> None:
+    """Horizontal: fit the global scaler on the shared train rows, apply it on shares."""
+    from secure_ml.sharing.scaling import fit_shared
+
+    if state.x_train.dim() == 2:
+        state.scaler = fit_shared(state.x_train)
+        state.x_train = state.scaler.transform(state.x_train)
+        state.x_test = state.scaler.transform(state.x_test)
+    if state.task == "regression":
+        state.target_scaler = fit_shared(state.y_train)
+        state.y_train = state.target_scaler.transform(state.y_train)
+        state.y_test = state.target_scaler.transform(state.y_test)
 
 
 # ----------------------------------------------------------------- stage 4 --
@@ -209,6 +205,8 @@ def share_inputs(session: Session, local: LocalData, state: TrainState) -> None:
             targets = encode_targets(y, state.task, state.n_classes) if mine else None
             out.append(session.share(targets, owner=holder.name, name=name))
     dim = 1 if vertical else 0
+    if vertical:
+        state.widths = [int(x.shape[1]) for x in x_train]
     state.x_train, state.x_test = crypten.cat(x_train, dim=dim), crypten.cat(x_test, dim=dim)
     state.y_train, state.y_test = crypten.cat(y_train, dim=0), crypten.cat(y_test, dim=0)
 
@@ -344,6 +342,35 @@ def release(session: Session, state: TrainState) -> dict[str, Any]:
     return {"model": path}
 
 
+def save_scalers(session: Session, state: TrainState, fitted: dict) -> Path | None:
+    """This party's scaler, saved in its own directory only (never sent to anyone).
+
+    Vertical: the owner's plaintext statistics and which columns of the model's
+    input they cover (the label owner: its target's). Horizontal: this party's
+    shares of the shared scalers, useless alone, like ``model-shares.pt``.
+    """
+    from secure_ml.sharing.scaling import SCALER_FILE, save_scaler
+
+    record: dict[str, Any] = {}
+    if session.spec.data.partition == "vertical":
+        if "features" in fitted:
+            index = [o.name for o in data_owners(session.spec)].index(session.name)
+            start = sum(state.widths[:index])
+            record["columns"] = [start, start + state.widths[index]]
+            record["features"] = fitted["features"].as_dict()
+        if "target" in fitted:
+            record["target"] = fitted["target"].as_dict()
+        kind = "plain"
+    else:
+        for key, scaler in (("features", state.scaler), ("target", state.target_scaler)):
+            if scaler is not None:
+                record[key] = scaler.shares()
+        kind = "shared"
+    if not record:
+        return None
+    return save_scaler(session.out_dir / SCALER_FILE, {"kind": kind, **record})
+
+
 def _meta(session: Session, state: TrainState) -> dict[str, Any]:
     """What mpc.infer needs to rebuild the model around these shares."""
     from secure_ml.sharing.mpc import publish
@@ -394,7 +421,8 @@ def plaintext_train(spec: Spec) -> tuple[torch.nn.Module, dict[str, Any]]:
         )
         if x_train.dim() == 2:
             pooled = LocalData(x_train=x_train, x_test=x_test, y_train=y_train, y_test=y_test)
-            standardise_own(pooled, task)
+            # the same statistics as the shared scaler, which treats std < 2^-9 as constant
+            standardise_own(pooled, task, min_std=MIN_SHARED_STD)
             x_train, x_test, y_train, y_test = (
                 pooled.x_train,
                 pooled.x_test,
@@ -486,9 +514,11 @@ class MPCTrain(Protocol):
 
             local = align_rows(session, local)
         task, n_classes = agree_task(session, local)
-        preprocess(session, local, task)
+        fitted = preprocess(session, local, task)
         state = TrainState(task=task, n_classes=n_classes)
         share_inputs(session, local, state)
+        if spec.data.partition != "vertical":
+            standardise_shared(state)
         session.progress("inputs shared")
         started = time.perf_counter()
         history = train(session, state)
@@ -497,6 +527,9 @@ class MPCTrain(Protocol):
         if history:
             metrics["epochs"] = history
         artifacts = release(session, state)
+        scaler = save_scalers(session, state, fitted)
+        if scaler is not None:
+            artifacts["scaler"] = scaler
         return PartyOutput(metrics=metrics, artifacts=artifacts, timings={"train": train_seconds})
 
     @classmethod

@@ -3,8 +3,8 @@
 - ``check_supported``: every ONNX op of a model must have a CrypTen module; the
   error lists all unsupported ops at once, before any party computes.
 - ``export``/``blank``/``from_architecture``: the model owner sends the
-  layer graph (its ONNX export with every weight set to zero), never its
-  weights; everyone, the owner included, builds the CrypTen graph from ONNX,
+  layer graph (its ONNX export with every weight and value constant set to
+  zero), never its weights; everyone, the owner included, builds the CrypTen graph from ONNX,
   so all graphs match. The architecture is public.
 - ``shared_parameters``: a CrypTen model's parameters under their PyTorch
   ``state_dict`` names, so a released model loads into the plaintext class.
@@ -69,24 +69,129 @@ def to_crypten(model: torch.nn.Module, sample_shape: Sequence[int]) -> Any:
 
 
 def export(model: torch.nn.Module, sample_shape: Sequence[int]) -> bytes:
-    """The model (with its weights) as ONNX bytes, for ``from_architecture``."""
-    return _onnx_bytes(model, sample_shape)
+    """The model (with its weights) as ONNX bytes, for ``from_architecture``.
+
+    Value constants become initializers (see ``blank``), so that they are
+    secret-shared with the weights instead of travelling in the graph.
+    """
+    return _constants_as_weights(_onnx_bytes(model, sample_shape))
 
 
-def blank(onnx_bytes: bytes) -> bytes:
-    """The same ONNX graph with every weight replaced by zeros.
+#: op inputs CrypTen needs in plaintext: op parameters, not model values
+PUBLIC_INPUTS = {
+    "Pow": {1}, "Clip": {1, 2}, "Pad": {1, 2}, "Dropout": {1, 2}, "Reshape": {1},
+    "Expand": {1}, "Tile": {1}, "Gather": {1}, "Unsqueeze": {1}, "Squeeze": {1},
+    "Slice": {1, 2, 3, 4}, "ReduceSum": {1}, "ReduceMean": {1}, "ConstantOfShape": {0},
+    "Range": {0, 1, 2}, "Split": {1}, "Resize": {1, 2, 3}, "OneHot": {0, 1, 2},
+}  # fmt: skip
 
-    Zeroing the exported graph, rather than exporting a zeroed model, keeps the
-    structure identical: the exporter merges initializers with equal values, so
-    a zeroed model would export a different graph. What the blank graph tells
-    the receiver: the layers, their shapes, and which weight tensors of the
-    real model were exactly equal (e.g. untrained BatchNorm statistics).
+
+def _constant_array(node: Any) -> Any:
+    from onnx import helper, numpy_helper
+
+    (attr,) = node.attribute
+    value = helper.get_attribute_value(attr)
+    if attr.name == "value":
+        return numpy_helper.to_array(value)
+    if attr.name in ("value_float", "value_floats"):
+        import numpy as np
+
+        return np.asarray(value, dtype=np.float32)
+    if attr.name in ("value_int", "value_ints"):
+        import numpy as np
+
+        return np.asarray(value, dtype=np.int64)
+    raise SpecError(f"the model has a {attr.name} constant, which CrypTen cannot import")
+
+
+def _is_value(array: Any, uses: list[tuple[str, int]]) -> bool:
+    """A floating-point constant is a model value unless an op needs it in
+    plaintext. Integer constants are structure (shapes, axes, indices: the
+    exporter's shape arithmetic uses them with Mul, Concat, ...)."""
+    import numpy as np
+
+    if any(index in PUBLIC_INPUTS.get(op, ()) for op, index in uses):
+        return False
+    return bool(np.issubdtype(array.dtype, np.floating))
+
+
+def _final_uses(graph: Any) -> dict[str, list[tuple[str, int]]]:
+    """(op, input index) of every use of each value, looking through Cast/Identity."""
+    direct: dict[str, list[tuple[Any, int]]] = {}
+    for node in graph.node:
+        for index, name in enumerate(node.input):
+            direct.setdefault(name, []).append((node, index))
+
+    def final(name: str, depth: int = 0) -> list[tuple[str, int]]:
+        found = []
+        for node, index in direct.get(name, []):
+            if node.op_type in ("Cast", "Identity") and depth < 8:
+                found += final(node.output[0], depth + 1)
+            else:
+                found.append((node.op_type, index))
+        return found
+
+    return {name: final(name) for name in direct}
+
+
+def _constants_as_weights(onnx_bytes: bytes) -> bytes:
+    """Move every value constant of the graph into an initializer.
+
+    CrypTen keeps ``Constant`` nodes in plaintext at every party; an
+    initializer becomes a parameter, secret-shared by the model owner and
+    zeroed by ``blank``. A divisor becomes a multiplier (x / c = x * (1/c)),
+    so dividing by a shared value never needs a reciprocal on shares.
     """
     import numpy as np
     import onnx
     from onnx import numpy_helper
 
     proto = onnx.load_model_from_string(onnx_bytes)
+    graph = proto.graph
+    uses = _final_uses(graph)
+    for node in list(graph.node):
+        if node.op_type != "Constant":
+            continue
+        array = _constant_array(node)
+        name = node.output[0]
+        if not _is_value(array, uses.get(name, [])):
+            continue
+        direct = [n for n in graph.node if name in n.input]
+        divisor = all(n.op_type == "Div" and list(n.input)[1:] == [name] for n in direct)
+        if divisor:
+            array = (1.0 / array.astype(np.float64)).astype(np.float32)
+            for consumer in direct:
+                consumer.op_type = "Mul"
+        graph.node.remove(node)
+        graph.initializer.append(numpy_helper.from_array(array.astype(np.float32), name))
+    return proto.SerializeToString()
+
+
+def blank(onnx_bytes: bytes) -> bytes:
+    """The same ONNX graph with every model value replaced by zeros.
+
+    Model values are the initializers (weights, buffers) and every constant
+    that carries a value (``_constants_as_weights``: a ``checkpoint:`` model's
+    plain tensor attributes, Python numbers in ``forward``); ``export`` made
+    them initializers already, so owner and receivers build the same graph.
+    Zeroing the exported graph, rather than exporting a zeroed model, keeps the
+    structure identical: the exporter merges initializers with equal values, so
+    a zeroed model would export a different graph.
+
+    What the blank graph tells the receiver: the layers and their shapes; which
+    weight tensors of the real model were exactly equal (e.g. untrained
+    BatchNorm statistics); and, in plaintext, what CrypTen must compute with
+    in the clear: integer constants used as structure (shapes, axes, gather
+    indices), op parameters (the exponent of ``Pow``, ``Clip`` bounds, ``Pad``
+    values, ``Dropout`` ratios) and ``ConstantOfShape`` fill values. A model
+    value used only in such a place (e.g. a buffer as a ``clamp`` bound) is
+    therefore public.
+    """
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    proto = onnx.load_model_from_string(_constants_as_weights(onnx_bytes))
     for init in proto.graph.initializer:
         zeros = np.zeros_like(numpy_helper.to_array(init))
         init.CopyFrom(numpy_helper.from_array(zeros, init.name))

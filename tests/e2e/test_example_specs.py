@@ -19,10 +19,10 @@ SMALL = ["train.epochs=1"]
 TINY_MLP = [*SMALL, "model.hidden=[8]"]
 
 
-def run(spec: str, out: Path, *overrides: str) -> dict:
+def run(spec: str, out: Path, *overrides: str, env: dict | None = None) -> dict:
     command = [sys.executable, "-m", "secure_ml", "run", str(PROTOCOLS / spec), "--out", str(out),
                "--quiet", *[a for o in overrides for a in ("--set", o)]]  # fmt: skip
-    done = subprocess.run(command, capture_output=True, text=True, timeout=280)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=280, env=env)
     assert done.returncode == 0, done.stderr + done.stdout
     return json.loads((out / "result.json").read_text())
 
@@ -85,18 +85,85 @@ def test_resnet18_inference_example_matches_pytorch(example_data, tmp_path):
     assert not (tmp_path / "parties" / "vision_lab" / "predictions.pt").exists()
 
 
+def opened_kept_model(parties: Path) -> dict[str, torch.Tensor]:
+    """The weights the kept shares add up to (the test sees every party's file)."""
+    files = [torch.load(f) for f in sorted(parties.glob("*/model-shares.pt"))]
+    return {name: sum(f["shares"][name] for f in files).double() / 2**16
+            for name in files[0]["shares"]}  # fmt: skip
+
+
 def test_kept_shares_train_then_infer(tmp_path):
+    from secure_ml.data.local import load_local
+    from secure_ml.models import LogisticRegression
+    from secure_ml.spec import load_spec
+
     kept = tmp_path / "kept"
     trained = run("mpc_train_kept_shares.toml", kept, "train.epochs=1")
     assert "model" not in trained["revealed_to"] and not (kept / "model.pt").exists()
     assert len(list((kept / "parties").glob("*/model-shares.pt"))) == 3
+    # each owner's scaler stays in its own directory, and names its columns
+    scalers = {p.parent.name: torch.load(p) for p in (kept / "parties").glob("*/scaler.pt")}
+    assert sorted(scalers) == ["hospital_a", "hospital_b", "hospital_c"]
+    assert [scalers[h]["columns"] for h in sorted(scalers)] == [[0, 10], [10, 20], [20, 30]]
+    assert "scaler" not in json.dumps(trained["revealed_to"])
     inferred = run(
         "mpc_infer_kept_shares.toml",
         tmp_path / "infer",
         f"model.kind=shares:{kept}/parties/{{party}}",
     )
     assert abs(inferred["metrics"]["accuracy"] - trained["metrics"]["accuracy"]) <= 0.05
-    assert inferred["revealed_to"] == {"predictions": ["hospital_c"]}
+    assert set(inferred["revealed_to"]) == {"predictions"}
+    assert inferred["revealed_to"]["predictions"] == ["hospital_c"]
+    # the plaintext model on the raw new rows, scaled with the owners' scalers
+    spec = load_spec(PROTOCOLS / "mpc_infer_kept_shares.toml")
+    raw = load_local(spec, spec.roster.by_name("hospital_c")).x_test.double()
+    mean = torch.cat([scalers[h]["features"]["mean"] for h in sorted(scalers)])
+    std = torch.cat([scalers[h]["features"]["std"] for h in sorted(scalers)])
+    model = LogisticRegression(30).double()
+    model.load_state_dict(opened_kept_model(kept / "parties"))
+    with torch.no_grad():
+        plain = model((raw - mean) / std)
+    secure = torch.load(tmp_path / "infer" / "parties" / "hospital_c" / "predictions.pt")
+    assert float((secure - plain).abs().max()) < 0.01
+
+
+SCALED_MODEL = """
+import torch
+
+
+class ScaledLinear(torch.nn.Module):
+    def __init__(self, n_in):
+        super().__init__()
+        self.linear = torch.nn.Linear(n_in, 1)
+        self.register_buffer("scale", torch.linspace(0.5, 1.5, n_in))
+        self.offset = torch.linspace(-0.3, 0.3, n_in)  # exported as a Constant node
+        self.divisor = torch.full((n_in,), 1.7)
+
+    def forward(self, x):
+        return self.linear(x * self.scale / self.divisor + self.offset) - 0.125
+"""
+
+
+def test_checkpoint_buffers_and_constants_are_shared_not_sent(tmp_path):
+    import os
+
+    (tmp_path / "scaled.py").write_text(SCALED_MODEL)
+    sys.path.insert(0, str(tmp_path))
+    try:
+        from scaled import ScaledLinear
+    finally:
+        sys.path.remove(str(tmp_path))
+    torch.manual_seed(0)
+    checkpoint = tmp_path / "model.pt"
+    torch.save(ScaledLinear(30), checkpoint)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
+    owner = ["party.hospital_a.roles=['model_owner']", f"model.kind=checkpoint:{checkpoint}"]
+    result = run("mpc_infer_kept_shares.toml", tmp_path / "o", *owner, env=env)
+    # a blank graph whose constants were zeroed but still computed in the clear
+    # at the data owner would disagree with the owner's model
+    assert result["metrics"]["agreement_with_plaintext"] == 1.0
+    assert result["metrics"]["max_abs_error"] < 0.01
+    assert result["revealed_to"] == {"predictions": ["hospital_c"]}
 
 
 def test_bad_csv_row_stops_the_run_naming_file_line_and_column(example_data, tmp_path):

@@ -71,9 +71,27 @@ def horizontal_spec(world: str, *, source: str, kind: str, partition: str = "hor
     }
 
 
-def assert_weights_match(spec, out, tolerance):
+def assert_standardised_on_shares(spec, result, out):
+    """Horizontal: no column moments are opened; every party keeps only its shares."""
+    receivers = [p.name for p in spec.parties if "receiver" in p.roles]
+    opened = {"epoch losses": receivers, "test metric": receivers, "model": receivers}
+    assert result["revealed_to"] == opened  # before the fix: "global column moments" too
+    for party in spec.parties:
+        saved = torch.load(out / "parties" / party.name / "scaler.pt")
+        assert saved["kind"] == "shared"
+        assert set(saved["features"]) == {"mean", "scale", "factor", "std"}
+
+
+def opened_kept_model(parties) -> dict[str, torch.Tensor]:
+    """The weights the kept shares add up to (the test sees every party's file)."""
+    files = [torch.load(f) for f in sorted(parties.glob("*/model-shares.pt"))]
+    return {name: sum(f["shares"][name] for f in files).float() / 2**16
+            for name in files[0]["shares"]}  # fmt: skip
+
+
+def assert_weights_match(spec, out, tolerance, secure=None):
     plain, metrics = plaintext_train(spec)
-    secure = torch.load(out / "model.pt")
+    secure = torch.load(out / "model.pt") if secure is None else secure
     for name, value in plain.state_dict().items():
         error = float((secure[name] - value).abs().max())
         assert error < tolerance, f"{name}: max |secure - plaintext| = {error}"
@@ -88,7 +106,7 @@ def test_horizontal_multiclass_mlp_matches_plaintext(world, engine, tmp_path):
     spec = spec_from_dict({**raw, "mpc": ALL_OFF if engine == "plain" else {}})
     result = run_protocol(spec, out=tmp_path, timeout=LAUNCH_TIMEOUT_S)
     plain = assert_weights_match(spec, tmp_path, WEIGHT_TOLERANCE)
-    assert result["revealed_to"]["global column moments"] == [p.name for p in spec.parties]
+    assert_standardised_on_shares(spec, result, tmp_path)
     assert abs(result["metrics"]["accuracy"] - plain["plaintext_accuracy"]) <= 0.05
     assert [e["epoch"] for e in result["metrics"]["epochs"]] == [1]
 
@@ -103,10 +121,51 @@ def test_horizontal_multiclass_mlp_matches_plaintext(world, engine, tmp_path):
     ],
 )
 def test_regression_and_dirichlet_match_plaintext(source, kind, partition, metric, tmp_path):
-    spec = spec_from_dict(horizontal_spec("ttp", source=source, kind=kind, partition=partition))
+    raw = horizontal_spec("ttp", source=source, kind=kind, partition=partition)
+    regression = metric == "mse"
+    raw["train"]["keep_shared"] = regression  # then scored below, from the kept shares
+    spec = spec_from_dict(raw)
     result = run_protocol(spec, out=tmp_path, timeout=LAUNCH_TIMEOUT_S)
-    plain = assert_weights_match(spec, tmp_path, WEIGHT_TOLERANCE)
+    secure = opened_kept_model(tmp_path / "parties") if regression else None
+    plain = assert_weights_match(spec, tmp_path, WEIGHT_TOLERANCE, secure)
     assert abs(result["metrics"][metric] - plain[f"plaintext_{metric}"]) <= 0.05
+    if regression:
+        assert result["revealed_to"] == {"epoch losses": ["p0"], "test metric": ["p0"]}
+        assert "target" in torch.load(tmp_path / "parties" / "p0" / "scaler.pt")
+        infer_kept_regression_shares(spec, tmp_path / "parties", tmp_path / "infer")
+    else:
+        assert_standardised_on_shares(spec, result, tmp_path)
+
+
+def infer_kept_regression_shares(train_spec, parties, out):
+    """mpc.infer from the kept shares: new rows scaled on shares with the shared
+    scalers, predictions (and mse) in the targets' original units."""
+    from secure_ml.data.local import load_local
+    from secure_ml.data.preprocess import MIN_SHARED_STD, Standardiser
+
+    spec = spec_from_dict({
+        "protocol": protocol_for("ttp", "mpc.infer", seed=1),
+        "party": [{"name": "p0", "roles": ["compute"]}, {"name": "p1", "roles": ["data_owner"]}],
+        "data": {"source": "sklearn:diabetes", "partition": "horizontal"},
+        "model": {"kind": f"shares:{parties}/{{party}}"},
+        "launch": {"collective_timeout": 60},
+    })  # fmt: skip
+    result = run_protocol(spec, out=out, timeout=LAUNCH_TIMEOUT_S)
+    assert result["revealed_to"] == {"predictions": ["p1"]}
+    # the plaintext twin's model, on raw rows scaled with the pooled scalers
+    owners = [load_local(train_spec, p) for p in train_spec.roster.parties]
+    pooled = {k: torch.cat([getattr(o, k) for o in owners]) for k in ("x_train", "y_train")}
+    features = Standardiser.fit(pooled["x_train"], min_std=MIN_SHARED_STD)
+    target = Standardiser.fit(pooled["y_train"].reshape(-1, 1), min_std=MIN_SHARED_STD)
+    new_rows = load_local(spec, spec.roster.by_name("p1"))
+    model = plaintext_train(train_spec)[0]
+    with torch.no_grad():
+        plain = target.restore(model(features.transform(new_rows.x_test)))
+    secure = torch.load(out / "parties" / "p1" / "predictions.pt")
+    assert float((secure - plain).abs().max()) < 0.02 * float(target.std)
+    plain_mse = float((plain[:, 0] - new_rows.y_test).square().mean())
+    assert plain_mse > 100  # original units (disease progression, std ~77)
+    assert abs(result["metrics"]["mse"] - plain_mse) < 0.02 * plain_mse
 
 
 @pytest.mark.multiparty
@@ -155,6 +214,7 @@ def test_horizontal_csv_owners_train_on_their_own_files(tmp_path):
     result = run_protocol(spec, out=tmp_path / "run", timeout=LAUNCH_TIMEOUT_S)
     assert result["metrics"]["accuracy"] > 0.8
     assert result["metrics"]["plaintext_accuracy"] is None
-    assert result["revealed_to"]["global column moments"] == ["o0", "o1"]
+    assert "global column moments" not in result["revealed_to"]
+    assert set(result["revealed_to"]) == {"epoch losses", "test metric", "model"}
     state = torch.load(tmp_path / "run" / "model.pt")
     assert state["linear.weight"].shape == (3, 4)  # three classes found in the labels

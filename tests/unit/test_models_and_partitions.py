@@ -58,6 +58,53 @@ def test_blank_architecture_keeps_the_graph_and_hides_every_weight():
     assert names(from_architecture(real)) == names(from_architecture(hidden))
 
 
+class ScaledLinear(nn.Module):
+    """A checkpoint with a registered buffer and plain tensor attributes in forward."""
+
+    def __init__(self, n_in: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(n_in, 1)
+        self.register_buffer("scale", torch.linspace(0.5, 1.5, n_in))
+        self.offset = torch.linspace(-0.3, 0.3, n_in)  # a plain attribute: exported as Constant
+        self.divisor = torch.full((n_in,), 1.7)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear((x * self.scale + self.offset) / self.divisor) ** 2 + 0.25
+
+
+def graph_tensors(graph) -> list:
+    from onnx import numpy_helper
+
+    found = [numpy_helper.to_array(t) for t in graph.initializer]
+    for node in graph.node:
+        found += [numpy_helper.to_array(a.t) for a in node.attribute if a.HasField("t")]
+    return found
+
+
+def test_blank_architecture_hides_buffers_and_constants_and_still_computes():
+    import onnx
+
+    torch.manual_seed(0)
+    model = ScaledLinear(6).eval()
+    real = export(model, (6,))
+    hidden = onnx.load_model_from_string(blank(real)).graph
+    secrets = [model.scale, model.offset, model.divisor, 1 / model.divisor,
+               model.linear.weight, torch.tensor(0.25)]  # fmt: skip
+    for tensor in graph_tensors(hidden):
+        for secret in secrets:
+            value = secret.detach().numpy()
+            assert not (tensor.shape == value.shape and np.allclose(tensor, value)), value
+    # before the fix: offset, divisor and 0.25 travelled as Constant nodes
+    assert {n.op_type for n in hidden.node} <= {"Mul", "Add", "Gemm", "Pow", "Constant"}
+    kept = [t for t in graph_tensors(hidden) if t.dtype.kind == "f" and t.any()]
+    assert [float(t) for t in kept] == [2.0]  # the exponent of ** 2: an op parameter
+    x = torch.randn(5, 6)
+    with torch.no_grad():
+        assert torch.allclose(from_architecture(real)(x), model(x), atol=1e-5)
+    names = lambda m: [n for n, _ in m.named_parameters()]  # noqa: E731
+    assert names(from_architecture(real)) == names(from_architecture(blank(real)))
+
+
 def test_horizontal_rows_cover_every_row_once():
     parts = horizontal_rows(101, 3, seed=0)
     assert sorted(np.concatenate(parts).tolist()) == list(range(101))
