@@ -40,6 +40,7 @@ from secure_ml.sharing.precompute import (
     MAX_BULK_REQUESTS,
     MAX_REQUEST_ELEMENTS,
     _answer_shape,
+    _key,
     answer_bulk,
 )
 
@@ -55,6 +56,8 @@ CONV_KWARGS = ("stride", "padding", "dilation", "groups", "output_padding")
 MAX_DIMS = 8
 #: convolution arguments (strides, paddings, groups) above this are refused
 MAX_CONV_ARGUMENT = 1 << 16
+#: distinct requests whose check is remembered (a step's requests repeat)
+MAX_KNOWN = 1 << 14
 
 
 @dataclass(frozen=True)
@@ -79,17 +82,18 @@ def serve() -> int:
     setup_dealer_streams(server)  # a 256-bit ChaCha20 key per party
     dealer_rank = comm.get_ttp_rank()
     served = 0
+    known: dict[Any, Request] = {}
     while True:
         message = comm.recv_obj(0, server.ttp_group)
         if message == TERMINATE:
             log.info("dealer: party 0 ended the session after %d requests", served)
             return served
         if isinstance(message, dict) and message.get("function") == BULK:
-            requests = check_bulk(message)
+            requests = check_bulk(message, known)
             comm.broadcast(answer_bulk(server, requests), dealer_rank, server.comm_group)
             served += len(requests)
             continue
-        request = check_request(message)
+        request = _check_once(message, known, in_bulk=False)
         result = getattr(server, request.function)(*request.args, **request.kwargs)
         comm.send_obj(result.size(), 0, server.ttp_group)
         comm.broadcast(result, dealer_rank, server.comm_group)
@@ -143,15 +147,27 @@ def check_request(message: Any, *, in_bulk: bool = False) -> Request:
     return Request(function, checked, kwargs, elements)
 
 
-def check_bulk(message: dict[str, Any]) -> list[Request]:
-    """The checked requests of a bulk message (see ``secure_ml.sharing.precompute``)."""
-    if set(message) != {"function", "requests", "elements"}:
-        raise refuse("a bulk must have the fields ['elements', 'function', 'requests']")
-    requests = message["requests"]
-    if not isinstance(requests, list) or not 0 < len(requests) <= MAX_BULK_REQUESTS:
+def check_bulk(message: dict[str, Any], known: dict[Any, Request] | None = None) -> list[Request]:
+    """The checked requests of a bulk message, in the order to answer them.
+
+    A bulk lists its distinct ``requests`` once and their ``order`` as indices
+    (see ``secure_ml.sharing.precompute``). ``known``: requests checked
+    before, kept across calls.
+    """
+    fields = ["elements", "function", "order", "requests"]
+    if sorted(message) != fields:
+        raise refuse(f"a bulk must have the fields {fields}")
+    distinct, order = message["requests"], message["order"]
+    if not isinstance(distinct, list) or not 0 < len(distinct) <= MAX_BULK_REQUESTS:
+        raise refuse(f"a bulk holds 1 to {MAX_BULK_REQUESTS} distinct requests")
+    if not isinstance(order, list) or not 0 < len(order) <= MAX_BULK_REQUESTS:
         raise refuse(f"a bulk holds 1 to {MAX_BULK_REQUESTS} requests")
-    checked = [check_request(r, in_bulk=True) for r in requests]
-    elements = sum(r.elements for r in checked)
+    known = {} if known is None else known
+    checked = [_check_once(r, known) for r in distinct]
+    if not all(type(i) is int and 0 <= i < len(checked) for i in order):
+        raise refuse(f"a bulk's order must index its {len(checked)} distinct requests")
+    requests = [checked[i] for i in order]
+    elements = sum(r.elements for r in requests)
     if elements > MAX_BULK_ELEMENTS:
         raise refuse(f"a bulk's answers hold {elements} elements (limit {MAX_BULK_ELEMENTS})")
     if message["elements"] != elements:
@@ -159,7 +175,24 @@ def check_bulk(message: dict[str, Any]) -> list[Request]:
             f"the bulk declares {str(message['elements'])[:20]} elements, its requests make "
             f"{elements}; party 0 and the dealer disagree on tuple shapes"
         )
-    return checked
+    return requests
+
+
+def _check_once(message: Any, known: dict[Any, Request], *, in_bulk: bool = True) -> Request:
+    """``check_request``, once per distinct request (steps repeat the same requests)."""
+    if len(known) > MAX_KNOWN:
+        known.clear()
+    try:
+        key = (
+            tuple(sorted(message)),
+            _key(message["function"], message["args"], message["kwargs"]),
+        )
+        if key in known:  # the checked Request is served, not the message: equal is enough
+            return known[key]
+    except (TypeError, KeyError, AttributeError):  # not hashable or not a request: check it
+        return check_request(message, in_bulk=in_bulk)
+    known[key] = check_request(message, in_bulk=in_bulk)
+    return known[key]
 
 
 def _size(value: Any) -> torch.Size:

@@ -14,8 +14,10 @@ shape the tuples for many of them are produced in one go:
    ``times`` times over, in order: each draws its shares of ``a``, ``b``, ...
    from the key stream it shares with the dealer, exactly as a live request would;
 2. party 0, instead of asking for each correction, collects the requests and
-   sends them to the dealer in one message (the dealer learns what it always
-   learns: kinds and shapes of tuples, never data);
+   sends them to the dealer in one message, each distinct request once with
+   the order of all (more messages only if a fill exceeds the bounds below);
+   the dealer learns what it always learns: kinds and shapes of tuples,
+   never data;
 3. the dealer answers every request in the same order (so every generator
    stays in step) and sends party 0 all corrections in one tensor.
 
@@ -146,8 +148,18 @@ def _send_bulk(client: Any, messages: list[dict[str, Any]], answers: list[torch.
         return
     comm = load_crypten().communicator.get()
     total = sum(a.nelement() for a in answers)
-    comm.send_obj({"function": BULK, "requests": messages, "elements": total},
-                  comm.get_ttp_rank(), client.ttp_group)  # fmt: skip
+    # a fill repeats one step's requests: each distinct request travels once
+    index: dict[Hashable, int] = {}
+    distinct: list[dict[str, Any]] = []
+    order: list[int] = []
+    for m in messages:
+        key = _key(m["function"], m["args"], m["kwargs"])
+        if key not in index:
+            index[key] = len(distinct)
+            distinct.append(m)
+        order.append(index[key])
+    bulk = {"function": BULK, "requests": distinct, "order": order, "elements": total}
+    comm.send_obj(bulk, comm.get_ttp_rank(), client.ttp_group)
     flat = torch.empty(total, dtype=torch.long)
     comm.broadcast(flat, comm.get_ttp_rank(), client.comm_group)
     for answer, part in zip(answers, flat.split([a.nelement() for a in answers]), strict=True):

@@ -5,12 +5,12 @@ pickle what they send and unpickle what they receive, so a peer (or anyone on
 the path between hosts) could run code in every other party. Here an object
 message is data only:
 
-    b"SMO1" | uint32 big-endian JSON length | JSON (UTF-8) | blobs
+    b"SMO1" | uint32 JSON length | uint32 blob count | uint64 per blob: length
+            | JSON (UTF-8) | blobs                      (integers big-endian)
 
-The JSON document is ``{"v": value, "b": [blob lengths]}``. JSON carries
-``None``, booleans, ints, finite floats, strings, lists and dicts with string
-keys. The few other types that really travel are tagged by a one-key object
-whose key starts with ``$``:
+JSON carries ``None``, booleans, ints, finite floats, strings, lists and dicts
+with string keys. The few other types that really travel are tagged by a
+one-key object whose key starts with ``$``:
 
 - ``{"$tuple": [...]}``: a tuple (shapes, id sets, ``(task, n_classes)``);
 - ``{"$size": [...]}``: a ``torch.Size`` (CrypTen's sizes, dealer answers);
@@ -36,7 +36,8 @@ import torch
 from secure_ml.errors import ProtocolAbort
 
 MAGIC = b"SMO1"
-_HEADER = struct.Struct(">4sI")
+_HEADER = struct.Struct(">4sII")
+_BLOB_LENGTH = struct.Struct(">Q")
 #: the largest object message either side accepts. The largest object that
 #: travels is a model's blanked ONNX graph (ResNet-18: ~45 MB).
 MAX_OBJECT_BYTES = 1 << 29
@@ -65,10 +66,11 @@ class MalformedObject(ValueError):
 def encode(obj: Any) -> bytes:
     """The message for ``obj``; raise ``ProtocolAbort`` for a type that may not travel."""
     blobs: list[bytes] = []
-    tree = _to_json(obj, blobs, depth=0)
-    text = json.dumps({"v": tree, "b": [len(b) for b in blobs]}, allow_nan=False)
-    document = text.encode()
-    message = b"".join([_HEADER.pack(MAGIC, len(document)), document, *blobs])
+    tree = _Encoder(blobs).to_json(obj, depth=0)
+    document = json.dumps(tree, allow_nan=False, separators=(",", ":")).encode()
+    table = b"".join(_BLOB_LENGTH.pack(len(b)) for b in blobs)
+    header = _HEADER.pack(MAGIC, len(document), len(blobs))
+    message = b"".join([header, table, document, *blobs])
     if len(message) > MAX_OBJECT_BYTES:
         raise ProtocolAbort(
             f"cannot send an object message of {len(message)} bytes (limit {MAX_OBJECT_BYTES}): "
@@ -77,7 +79,25 @@ def encode(obj: Any) -> bytes:
     return message
 
 
-def _to_json(obj: Any, blobs: list[bytes], depth: int) -> Any:
+class _Encoder:
+    """One message's encoding; a container met twice is converted once (bulks repeat)."""
+
+    def __init__(self, blobs: list[bytes]) -> None:
+        self.blobs = blobs
+        self.done: dict[int, tuple[Any, Any]] = {}  # id -> (object, its JSON)
+
+    def to_json(self, obj: Any, depth: int) -> Any:
+        if isinstance(obj, (list, tuple, dict)):
+            seen = self.done.get(id(obj))
+            if seen is not None and seen[0] is obj:
+                return seen[1]
+            converted = _to_json(obj, self, depth)
+            self.done[id(obj)] = (obj, converted)  # keeps obj alive: ids stay unique
+            return converted
+        return _to_json(obj, self, depth)
+
+
+def _to_json(obj: Any, encoder: _Encoder, depth: int) -> Any:
     if depth > MAX_DEPTH:
         raise ProtocolAbort(f"cannot send an object nested deeper than {MAX_DEPTH} levels")
     if isinstance(obj, float) and not math.isfinite(obj):
@@ -87,15 +107,15 @@ def _to_json(obj: Any, blobs: list[bytes], depth: int) -> Any:
     if isinstance(obj, torch.Size):
         return {"$size": [int(d) for d in obj]}
     if isinstance(obj, (list, tuple)):
-        items = [_to_json(item, blobs, depth + 1) for item in obj]
+        items = [encoder.to_json(item, depth + 1) for item in obj]
         return items if isinstance(obj, list) else {"$tuple": items}
     if isinstance(obj, dict):
-        return {_key(k): _to_json(v, blobs, depth + 1) for k, v in obj.items()}
+        return {_key(k): encoder.to_json(v, depth + 1) for k, v in obj.items()}
     if isinstance(obj, (bytes, bytearray)):
-        blobs.append(bytes(obj))
-        return {"$bytes": len(blobs) - 1}
+        encoder.blobs.append(bytes(obj))
+        return {"$bytes": len(encoder.blobs) - 1}
     if isinstance(obj, torch.Tensor):
-        return _tensor_to_json(obj, blobs)
+        return _tensor_to_json(obj, encoder.blobs)
     raise ProtocolAbort(
         f"cannot send an object of type {type(obj).__module__}.{type(obj).__qualname__} to "
         f"another party: object messages carry only {ALLOWED} (nothing is pickled)"
@@ -129,22 +149,29 @@ def decode(data: bytes) -> Any:
     """The object in a message from a peer; raise ``MalformedObject`` if it is not one."""
     if len(data) < _HEADER.size:
         raise MalformedObject(f"{len(data)} bytes are too short for an object message")
-    magic, length = _HEADER.unpack_from(data)
+    magic, length, count = _HEADER.unpack_from(data)
     if magic != MAGIC:
         hint = " (a Python pickle)" if data[:1] == b"\x80" else ""
         raise MalformedObject(f"it does not start with {MAGIC!r} but {data[:4]!r}{hint}")
-    end = _HEADER.size + length
+    start = _HEADER.size + count * _BLOB_LENGTH.size
+    end = start + length
     if end > len(data):
-        raise MalformedObject(f"it declares {length} bytes of JSON but has {len(data)} in all")
+        raise MalformedObject(
+            f"it declares {count} blobs and {length} bytes of JSON but has {len(data)} in all"
+        )
+    blobs = _split_blobs(data, count, end)
     try:
-        text = data[_HEADER.size : end].decode()
-        document = json.loads(text, parse_constant=_no_constant, parse_float=_finite)
+        text = data[start:end].decode()
+        return json.loads(
+            text,
+            parse_constant=_no_constant,
+            parse_float=_finite,
+            object_hook=lambda node: _untag(node, blobs),
+        )
+    except MalformedObject:
+        raise
     except (ValueError, RecursionError) as e:  # UnicodeDecodeError is a ValueError
         raise MalformedObject(f"its JSON does not parse ({type(e).__name__}: {e})") from None
-    if not isinstance(document, dict) or set(document) != {"v", "b"}:
-        raise MalformedObject('its JSON is not {"v": value, "b": [blob lengths]}')
-    blobs = _split_blobs(document["b"], data[end:])
-    return _from_json(document["v"], blobs, depth=0)
 
 
 def _no_constant(name: str) -> None:
@@ -158,14 +185,15 @@ def _finite(text: str) -> float:
     return value
 
 
-def _split_blobs(lengths: Any, region: bytes) -> list[bytes]:
-    if not isinstance(lengths, list) or not all(_is_count(n) for n in lengths):
-        raise MalformedObject("its blob lengths are not a list of non-negative integers")
-    if sum(lengths) != len(region):
-        raise MalformedObject(f"its blobs add up to {sum(lengths)} bytes, {len(region)} follow")
-    blobs, start = [], 0
+def _split_blobs(data: bytes, count: int, start: int) -> list[bytes]:
+    lengths = [_BLOB_LENGTH.unpack_from(data, _HEADER.size + 8 * i)[0] for i in range(count)]
+    if start + sum(lengths) != len(data):
+        raise MalformedObject(
+            f"its blobs add up to {sum(lengths)} bytes, {len(data) - start} follow its JSON"
+        )
+    blobs = []
     for n in lengths:
-        blobs.append(region[start : start + n])
+        blobs.append(data[start : start + n])
         start += n
     return blobs
 
@@ -174,23 +202,18 @@ def _is_count(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
-def _from_json(node: Any, blobs: list[bytes], depth: int) -> Any:
-    if depth > MAX_DEPTH:
-        raise MalformedObject(f"it nests deeper than {MAX_DEPTH} levels")
-    if isinstance(node, list):
-        return [_from_json(item, blobs, depth + 1) for item in node]
-    if not isinstance(node, dict):
-        return node  # None, bool, int, float, str
+def _untag(node: dict[str, Any], blobs: list[bytes]) -> Any:
+    """One parsed JSON object (its contents already parsed): a dict, or a tagged value."""
     tagged = [k for k in node if k.startswith("$")]
     if not tagged:
-        return {k: _from_json(v, blobs, depth + 1) for k, v in node.items()}
+        return node
     if len(node) != 1 or tagged[0] not in _TAGS:
         raise MalformedObject(f"it has an unknown tag {sorted(node)[:3]}")
     tag, body = tagged[0], node[tagged[0]]
     if tag == "$tuple":
         if not isinstance(body, list):
             raise MalformedObject("a $tuple is not a list")
-        return tuple(_from_json(item, blobs, depth + 1) for item in body)
+        return tuple(body)
     if tag == "$size":
         return torch.Size(_shape(body))
     if tag == "$bytes":

@@ -97,8 +97,9 @@ def test_anything_else_is_refused_with_a_clear_error(name):
         check_request(message)
 
 
-def bulk(requests, elements):
-    return {"function": BULK, "requests": requests, "elements": elements}
+def bulk(requests, elements, order=None):
+    order = list(range(len(requests))) if order is None else order
+    return {"function": BULK, "requests": requests, "order": order, "elements": elements}
 
 
 def inner(function, *args, **kwargs):
@@ -109,17 +110,34 @@ def test_a_bulk_is_checked_request_by_request_and_as_a_whole():
     requests = [inner("square", S([4])), inner("additive", S([2, 3]), S([3, 5]), "matmul")]
     checked = check_bulk(bulk(requests, 14))
     assert [r.elements for r in checked] == [4, 10]
+    repeated = check_bulk(bulk(requests, 4 + 10 + 10 + 4, order=[0, 1, 1, 0]))
+    assert [r.function for r in repeated] == ["square", "additive", "additive", "square"]
     with pytest.raises(ProtocolAbort, match="declares 15 elements"):
         check_bulk(bulk(requests, 15))
+    with pytest.raises(ProtocolAbort, match="order must index its 2 distinct"):
+        check_bulk(bulk(requests, 14, order=[0, 2]))
+    with pytest.raises(ProtocolAbort, match="order must index"):
+        check_bulk(bulk(requests, 14, order=[0, True]))
     with pytest.raises(ProtocolAbort, match="fields"):  # a live request's device field
         check_bulk(bulk([live("square", S([4]))], 4))
+    with pytest.raises(ProtocolAbort, match="fields"):
+        check_bulk({"function": BULK, "requests": requests, "elements": 14})
     with pytest.raises(ProtocolAbort, match="not served"):
         check_bulk(bulk([inner(BULK)], 0))
     with pytest.raises(ProtocolAbort, match=f"1 to {MAX_BULK_REQUESTS} requests"):
-        check_bulk(bulk([inner("square", S([1]))] * (MAX_BULK_REQUESTS + 1), 0))
+        check_bulk(bulk(requests[:1], 0, order=[0] * (MAX_BULK_REQUESTS + 1)))
     with pytest.raises(ProtocolAbort, match="1 to"):
         check_bulk(bulk([], 0))
     big = inner("square", S([MAX_REQUEST_ELEMENTS]))
     times = MAX_BULK_ELEMENTS // MAX_REQUEST_ELEMENTS + 1
     with pytest.raises(ProtocolAbort, match="answers hold"):
-        check_bulk(bulk([big] * times, times * MAX_REQUEST_ELEMENTS))
+        check_bulk(bulk([big], times * MAX_REQUEST_ELEMENTS, order=[0] * times))
+
+
+def test_a_remembered_check_serves_the_checked_request_not_the_new_message():
+    known = {}
+    first = check_bulk(bulk([inner("wraps", S([3]))], 3), known)[0]
+    again = check_bulk(bulk([inner("wraps", [3])], 3), known)[0]
+    assert again is first and isinstance(again.args[0], torch.Size)
+    with pytest.raises(ProtocolAbort, match="fields"):  # an extra field is not a known request
+        check_bulk(bulk([{**inner("wraps", S([3])), "x": 1}], 3), known)

@@ -101,46 +101,41 @@ def test_deep_nesting_refuses_to_be_sent():
         encode(deep)
 
 
-def message(document: bytes, blobs: bytes = b"") -> bytes:
-    return struct.pack(">4sI", MAGIC, len(document)) + document + blobs
+def message(document: bytes, *blobs: bytes, lengths: list[int] | None = None) -> bytes:
+    lengths = [len(b) for b in blobs] if lengths is None else lengths
+    table = b"".join(struct.pack(">Q", n) for n in lengths)
+    return (
+        struct.pack(">4sII", MAGIC, len(document), len(lengths))
+        + table
+        + document
+        + b"".join(blobs)
+    )
 
 
 MALFORMED = {
     "a pickle": (pickle.dumps({"function": "square"}), "Python pickle"),
     "a pickle that would run code": (pickle.dumps(Exploit()), "Python pickle"),
     "empty": (b"", "too short"),
-    "truncated JSON": (message(b'{"v": [1, 2', b"")[:-3], "declares"),
-    "bad JSON": (message(b'{"v": [1, 2}'), "does not parse"),
-    "not UTF-8": (message(b'{"v": "\xff", "b": []}'), "does not parse"),
-    "NaN": (message(b'{"v": NaN, "b": []}'), "does not parse"),
-    "overflowing float": (message(b'{"v": 1e999, "b": []}'), "does not parse"),
-    "huge int literal": (message(b'{"v": ' + b"9" * 5000 + b', "b": []}'), "does not parse"),
-    "deep JSON": (
-        message(b'{"v": ' + b"[" * 100_000 + b"]" * 100_000 + b', "b": []}'),
-        "does not parse|deeper",
-    ),
-    "not the envelope": (message(b"[1, 2]"), "is not"),
-    "extra keys": (message(b'{"v": 1, "b": [], "x": 2}'), "is not"),
-    "unknown tag": (message(b'{"v": {"$class": "os.system"}, "b": []}'), "unknown tag"),
-    "tag with extra key": (message(b'{"v": {"$size": [1], "x": 1}, "b": []}'), "unknown tag"),
-    "negative dimension": (message(b'{"v": {"$size": [-1]}, "b": []}'), "dimension"),
-    "bool dimension": (message(b'{"v": {"$size": [true]}, "b": []}'), "dimension"),
-    "huge dimension": (
-        message(b'{"v": {"$size": [' + str(2**64).encode() + b']}, "b": []}'),
-        "dimension",
-    ),
-    "missing blob": (message(b'{"v": {"$bytes": 1}, "b": [2]}', b"ab"), "blob 1 of 1"),
-    "blob lengths off": (message(b'{"v": {"$bytes": 0}, "b": [3]}', b"ab"), "add up"),
-    "negative blob": (message(b'{"v": null, "b": [-1]}'), "non-negative"),
-    "tensor dtype": (
-        message(b'{"v": {"$tensor": ["object", [1], 0]}, "b": [8]}', b"x" * 8),
-        "listed dtype",
-    ),
-    "tensor size": (
-        message(b'{"v": {"$tensor": ["int64", [2], 0]}, "b": [8]}', b"x" * 8),
-        "has 8 bytes",
-    ),
-    "tuple body": (message(b'{"v": {"$tuple": 3}, "b": []}'), "not a list"),
+    "truncated JSON": (message(b"[1, 2, 3]")[:-3], "declares"),
+    "absurd blob count": (struct.pack(">4sII", MAGIC, 2, 1 << 31) + b"[]", "declares"),
+    "bad JSON": (message(b"[1, 2}"), "does not parse"),
+    "not UTF-8": (message(b'"\xff"'), "does not parse"),
+    "NaN": (message(b"NaN"), "does not parse"),
+    "overflowing float": (message(b"[1e999]"), "does not parse"),
+    "huge int literal": (message(b"9" * 5000), "does not parse"),
+    "deep JSON": (message(b"[" * 100_000 + b"]" * 100_000), "does not parse"),
+    "unknown tag": (message(b'{"$class": "os.system"}'), "unknown tag"),
+    "tag with extra key": (message(b'{"$size": [1], "x": 1}'), "unknown tag"),
+    "nested unknown tag": (message(b'[{"a": {"$reduce": 1}}]'), "unknown tag"),
+    "negative dimension": (message(b'{"$size": [-1]}'), "dimension"),
+    "bool dimension": (message(b'{"$size": [true]}'), "dimension"),
+    "huge dimension": (message(b'{"$size": [' + str(2**64).encode() + b"]}"), "dimension"),
+    "missing blob": (message(b'{"$bytes": 1}', b"ab"), "blob 1 of 1"),
+    "blob lengths off": (message(b'{"$bytes": 0}', b"ab", lengths=[3]), "add up"),
+    "trailing bytes": (message(b"null") + b"x", "add up"),
+    "tensor dtype": (message(b'{"$tensor": ["object", [1], 0]}', b"x" * 8), "listed dtype"),
+    "tensor size": (message(b'{"$tensor": ["int64", [2], 0]}', b"x" * 8), "has 8 bytes"),
+    "tuple body": (message(b'{"$tuple": 3}'), "not a list"),
 }
 
 
@@ -153,11 +148,22 @@ def test_malformed_messages_raise_a_clear_error(name):
 
 def test_the_wire_format_is_json_and_raw_bytes():
     data = encode({"graph": b"\x00\x01", "shape": (2, 3)})
-    magic, length = struct.unpack_from(">4sI", data)
-    assert magic == MAGIC
-    document = json.loads(data[8 : 8 + length])
-    assert document == {"v": {"graph": {"$bytes": 0}, "shape": {"$tuple": [2, 3]}}, "b": [2]}
-    assert data[8 + length :] == b"\x00\x01"
+    magic, length, count = struct.unpack_from(">4sII", data)
+    assert (magic, count) == (MAGIC, 1)
+    assert struct.unpack_from(">Q", data, 12) == (2,)
+    document = json.loads(data[20 : 20 + length])
+    assert document == {"graph": {"$bytes": 0}, "shape": {"$tuple": [2, 3]}}
+    assert data[20 + length :] == b"\x00\x01"
+
+
+def test_repeated_containers_are_encoded_once_and_decoded_equal():
+    request = {"function": "square", "args": (torch.Size([7]),), "kwargs": {}}
+    bulk = {"requests": [request] * 1000}
+    assert decode(encode(bulk)) == bulk
+    circular: list = []
+    circular.append(circular)
+    with pytest.raises(ProtocolAbort, match="nested deeper"):
+        encode(circular)
 
 
 def tiny_onnx(external: bool = False) -> bytes:
