@@ -29,7 +29,7 @@ standardised regression outputs back to original units.
 
 Columns whose variance is below ``4^min(LEVELS) / 4`` (std < 2^-9, including
 constant columns) get std 1, as ``Standardiser`` does with ``MIN_SHARED_STD``.
-Inputs must satisfy ``limit="product"`` (|x| < 2^15.5), so var < 2^31 and the
+Inputs must satisfy ``limit="product"`` (|x| < 2^15), so var < 2^30 and the
 top level ``a = 16`` always applies.
 """
 

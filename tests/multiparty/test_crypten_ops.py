@@ -16,7 +16,7 @@ TOLERANCE = {
     # relative errors of the range-reduced 1/std and std (secure_ml.sharing.scaling)
     "inv_std": 3e-4, "std": 3e-4, "constant_std": 3e-4,
 }  # fmt: skip
-#: every std the shared scaler resolves: 2^-8 .. 2^15 (inputs |x| < 2^15.5)
+#: every std the shared scaler resolves: 2^-8 .. 2^15 (inputs |x| < 2^15)
 STDS = [2.0**k for k in range(-8, 16)]
 
 
