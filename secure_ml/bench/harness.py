@@ -80,9 +80,13 @@ class Suite:
 
 
 SUITES = {
-    # quick runs in CI, so only the before (all off) beside the after (all on)
+    # quick runs in CI: 2 parties, and only the before (all off) beside the after (all on)
     "quick": Suite(
-        "quick", Settings(epochs=1, hidden=(16,)), ("logreg_breast_cancer",), ablations=("none",)
+        "quick",
+        Settings(epochs=1, hidden=(16,)),
+        ("logreg_breast_cancer",),
+        parties=(2,),
+        ablations=("none",),
     ),
     "full": Suite(
         "full",

@@ -16,29 +16,29 @@ FIELDS = {"task", "protocol", "parties", "wall_s", "bytes", "rounds", "accuracy"
 
 
 @pytest.mark.e2e
-@pytest.mark.timeout(480)
+@pytest.mark.timeout(300)
 def test_quick_bench_writes_results_report_and_plots(tmp_path):
     done = subprocess.run(
         [sys.executable, "-m", "secure_ml", "bench", "--suite", "quick", "--out", str(tmp_path)],
-        capture_output=True, text=True, timeout=460,  # 9 runs, 2 of them closed-form raw
+        capture_output=True, text=True, timeout=280,  # 5 runs, 1 of them closed-form raw
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     records = json.loads((tmp_path / "results.json").read_text())
     assert all(set(r) >= FIELDS for r in records)
     headline = [r for r in records if r["task"] == "logreg_breast_cancer"]
     ours = [r for r in headline if r["protocol"] == "secure_ml"]
-    assert sorted(r["parties"] for r in ours) == [2, 3]
+    assert sorted(r["parties"] for r in ours) == [2]
     for r in ours:
         assert r["ratio_to_raw_crypten"] > 0 and r["bytes"] > 0 and r["rounds"] > 0
         assert r["ratio_to_raw_crypten_closed_form"] > 0  # the engine alone
         assert r["error_vs_plain"] <= 0.05
     closed_form = [r for r in headline if r["protocol"] == "raw_crypten_closed_form"]
-    assert sorted(r["parties"] for r in closed_form) == [2, 3]
+    assert sorted(r["parties"] for r in closed_form) == [2]
     assert all(r["error_vs_plain"] <= 0.05 for r in closed_form)  # the same model as ours
     for r in ours:
         assert all(r["mpc"][name] for name in OPTIMISATIONS)
     before = [r for r in headline if r["protocol"] == "secure_ml ablation:none"]
-    assert sorted(r["parties"] for r in before) == [2, 3]
+    assert sorted(r["parties"] for r in before) == [2]
     for r in before:
         assert not any(r["mpc"][name] for name in OPTIMISATIONS)
         assert r["ratio_to_raw_crypten"] > 0 and r["ratio_to_all_on"] > 0

@@ -16,8 +16,9 @@ TOLERANCE = {
     # relative errors of the range-reduced 1/std and std (secure_ml.sharing.scaling)
     "inv_std": 3e-4, "std": 3e-4, "constant_std": 3e-4,
 }  # fmt: skip
-#: every std the shared scaler resolves: 2^-8 .. 2^15 (inputs |x| < 2^15)
-STDS = [2.0**k for k in range(-8, 16)]
+#: every std the shared scaler resolves: 2^-8 .. just below 2^15, the largest
+#: that rows inside the product limit (|x| < 2^15, offsets of +-100 below) allow
+STDS = [2.0**k for k in range(-8, 15)] + [2.0**15 - 256]
 
 
 def scaler_columns() -> tuple[torch.Tensor, torch.Tensor]:

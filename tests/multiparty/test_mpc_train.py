@@ -31,9 +31,14 @@ def train_spec(world: str, *, epochs: int, mpc: dict | None = None) -> dict:
     }
 
 
+#: the optimised engine under every world; all [mpc] switches off under the
+#: TTP world only (the engine tests compare each switch on and off in detail)
+ENGINES = [*((world, "optimised") for world in sorted(WORLDS)), ("ttp", "plain")]
+
+
 @pytest.mark.multiparty
 @pytest.mark.timeout(240)
-@pytest.mark.parametrize("engine", ["optimised", "plain"])
+@pytest.mark.parametrize(("world", "engine"), ENGINES)
 def test_secure_weights_equal_plaintext_weights(world, engine, tmp_path):
     mpc = ALL_OFF if engine == "plain" else {}
     spec = spec_from_dict(train_spec(world, epochs=2, mpc=mpc))
@@ -100,7 +105,7 @@ def assert_weights_match(spec, out, tolerance, secure=None):
 
 @pytest.mark.multiparty
 @pytest.mark.timeout(240)
-@pytest.mark.parametrize("engine", ["optimised", "plain"])
+@pytest.mark.parametrize(("world", "engine"), ENGINES)
 def test_horizontal_multiclass_mlp_matches_plaintext(world, engine, tmp_path):
     raw = horizontal_spec(world, source="sklearn:iris", kind="mlp")
     spec = spec_from_dict({**raw, "mpc": ALL_OFF if engine == "plain" else {}})

@@ -117,9 +117,11 @@ def test_dealer_bytes_count_one_triple_correction_per_product(n_parties, tmp_pat
     }
     secure_ml.run(one_product, spec, out=tmp_path, timeout=120)
     dealer = json.loads((tmp_path / "parties" / "dealer" / "result-dealer.json").read_text())
-    # each request (the triple; with 3 parties also the truncation's wrap
-    # count) sends one 1000-element correction to party 0 only, plus a size message;
+    # two requests, whatever n: the triple (a 1000-element correction) and the
+    # exact truncation (party 0's shares of the mask's top bit and quotient:
+    # 2 x 1000 elements), each sent to party 0 only, plus a size message each;
     # the spec-hash check at start-up adds ~100 bytes to and from each process
     requests = dealer["metrics"]["dealer_requests"]
-    assert requests == n_parties - 1
-    assert 8000 * requests <= dealer["comm"]["bytes"] < (8000 + 500) * requests + 250 * n_parties
+    assert requests == 2
+    corrections = 8 * (1000 + 2 * 1000)
+    assert corrections <= dealer["comm"]["bytes"] < corrections + 500 * requests + 250 * n_parties
