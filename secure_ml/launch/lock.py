@@ -17,7 +17,7 @@ import json
 import os
 import sys
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 from secure_ml.errors import OutputInUse
@@ -48,7 +48,7 @@ def hold_output(out_dir: str | Path, *, spec_source: str) -> Iterator[Path]:
 def _write_holder(fd: int, spec_source: str) -> None:
     holder = {
         "pid": os.getpid(),
-        "started": datetime.now(UTC).isoformat(timespec="seconds"),
+        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "spec": spec_source,
         "command": " ".join(sys.argv),
     }
