@@ -47,6 +47,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 
 from secure_ml.compat import load_crypten
 from secure_ml.errors import UnsafeConfigurationError
+from secure_ml.sharing.patching import patched
 
 KEY_BYTES = 32  # ChaCha20's key size; at least 16 bytes is what the threat model asks
 RING_BITS = 64
@@ -244,16 +245,11 @@ def mask_streams() -> Iterator[None]:
     its seed set-up functions; on exit restores them and the generators.
     """
     crypten = load_crypten()
-    targets = _rng_targets(crypten)
-    originals = [(owner, name, owner.__dict__[name]) for owner, name, _ in targets]
     generators = {name: dict(by_device) for name, by_device in crypten.generators.items()}
-    for owner, name, function in targets:
-        setattr(owner, name, function)
     try:
-        yield
+        with patched(_rng_targets(crypten)):
+            yield
     finally:
-        for owner, name, original in originals:
-            setattr(owner, name, original)
         for name, by_device in generators.items():
             crypten.generators[name].clear()
             crypten.generators[name].update(by_device)

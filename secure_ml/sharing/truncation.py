@@ -44,6 +44,7 @@ from typing import Any
 import torch
 
 from secure_ml.compat import load_crypten
+from secure_ml.sharing.patching import patched
 
 #: the dealer request name, and the provider method that asks for it
 REQUEST = "trunc"
@@ -170,14 +171,5 @@ def exact_truncation(enabled: bool = True) -> Iterator[None]:
         (providers.TrustedFirstParty, PROVIDER_METHOD, _tfp_trunc_rng),
         (providers.ttp_provider.TTPServer, REQUEST, _dealer_trunc),
     ]
-    saved = [(cls, name, cls.__dict__.get(name)) for cls, name, _ in patches]
-    for cls, name, value in patches:
-        setattr(cls, name, value)
-    try:
+    with patched(patches):
         yield
-    finally:
-        for cls, name, value in saved:
-            if value is None:
-                delattr(cls, name)
-            else:
-                setattr(cls, name, value)
