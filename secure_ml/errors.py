@@ -41,6 +41,18 @@ class SpecMismatchError(ProtocolAbort):
     """The parties of one run were started with different specs."""
 
 
+class PeerLost(ProtocolAbort):
+    """A message to or from one peer could not be delivered (it died or fell silent).
+
+    ``peer`` is that peer's rank: a protocol that lets an ``optional`` party
+    drop out catches this for that party and goes on without it.
+    """
+
+    def __init__(self, message: str, *, peer: int) -> None:
+        super().__init__(message)
+        self.peer = peer
+
+
 class PartyFailure(SecureMLError):
     """A party process failed (raised, exited non-zero, was killed or stalled).
 
@@ -74,6 +86,7 @@ EXIT_CODES: dict[type[SecureMLError], int] = {
     FixedPointRangeError: 6,
     ProtocolAbort: 7,
     SpecMismatchError: 8,
+    PeerLost: 12,
     PartyFailure: 9,
     LaunchTimeout: 10,
     OutputInUse: 11,

@@ -19,6 +19,7 @@ Start-up, stage by stage:
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -29,7 +30,7 @@ from typing import Any
 import torch
 
 from secure_ml.compat import load_crypten
-from secure_ml.errors import SpecMismatchError
+from secure_ml.errors import ProtocolAbort, SpecMismatchError
 from secure_ml.parties import Party
 from secure_ml.spec import Spec
 
@@ -64,6 +65,7 @@ class Session:
         self._progress = progress
         self._stack: ExitStack | None = None
         self.precompute: Any = None  # secure_ml.sharing.precompute.Precompute, with a TTP
+        self.links: Any = None  # secure_ml.transport.links.Links, once started
 
     # ---------------------------------------------------------- identity --
     @property
@@ -84,9 +86,22 @@ class Session:
         return self.party.is_dealer
 
     @property
+    def in_crypten(self) -> bool:
+        """Whether this process is in CrypTen's world (a compute party or the dealer)."""
+        return self.is_dealer or getattr(self.party, "crypten", True)
+
+    @property
     def crypten(self) -> Any:
         """The (patched) crypten module, for CrypTen ops on shares."""
+        self._require_crypten("use CrypTen")
         return load_crypten()
+
+    def _require_crypten(self, what: str) -> None:
+        if not self.in_crypten:
+            raise ProtocolAbort(
+                f"party {self.name} is outside CrypTen's world ([[party]] crypten = false) "
+                f"and cannot {what}; it talks to the others with session.send/receive"
+            )
 
     # --------------------------------------------------------- lifecycle --
     def __enter__(self) -> Session:
@@ -101,17 +116,38 @@ class Session:
         # process exits and the launcher stops the others.
 
     def start(self) -> None:
-        """Connect, check the spec, set up the mask streams (see the module docstring)."""
+        """Join the run, check the spec, set up CrypTen (see the module docstring)."""
+        from secure_ml.transport.frames import make_frames
+        from secure_ml.transport.links import join, leave
+
+        started = time.perf_counter()
+        torch.set_num_threads(self.spec.launch.threads)
+        self._stack = ExitStack()
+        self.links = join(
+            rank=self.rank,
+            size=len(self.roster.processes),
+            rendezvous=self.rendezvous,
+            timeout_s=self._collective_timeout(),
+            frames=make_frames(_codec(self.spec)),
+            names=tuple(p.name for p in self.roster.processes),
+        )
+        self._stack.callback(leave)
+        self._stack.callback(self._write_link_counts)
+        self._check_same_spec()
+        if self.in_crypten:
+            self._start_crypten()
+        self.setup_seconds = time.perf_counter() - started
+        log.info("session ready: %s (rank %d) in %.2fs", self.name, self.rank, self.setup_seconds)
+
+    def _start_crypten(self) -> None:
+        """Install CrypTen's configuration and communicator, keys, dealer and pool."""
         from secure_ml.sharing.batched import batched_openings
         from secure_ml.sharing.csprng import mask_streams, setup_party_streams
         from secure_ml.sharing.fast_config import fast_config
         from secure_ml.sharing.truncation import exact_truncation
-        from secure_ml.transport import connect
+        from secure_ml.transport.communicator import connect
 
-        started = time.perf_counter()
-        torch.set_num_threads(self.spec.launch.threads)
         crypten = load_crypten()
-        self._stack = ExitStack()
         self._stack.enter_context(crypten.cfg.temp_override(self._crypten_config()))
         self._stack.enter_context(fast_config(crypten.cfg, self.spec.mpc.fast_config))
         self._stack.enter_context(batched_openings(self.spec.mpc.batch_openings))
@@ -119,17 +155,13 @@ class Session:
         self._stack.enter_context(mask_streams())
         self._stack.enter_context(exact_truncation(self.spec.mpc.exact_truncation))
         connect(
-            rank=self.rank,
+            links=self.links,
             world_size=self.world_size,
-            rendezvous=self.rendezvous,
             with_dealer=self.roster.dealer is not None,
-            timeout_s=self._collective_timeout(),
             name=self.name,
             p2p_open=self.spec.mpc.p2p_open,
-            names=tuple(p.name for p in self.roster.processes),
         )
         self._stack.callback(self._disconnect)
-        self._check_same_spec()
         if self.spec.protocol.dealer == "tfp":
             log.warning(TFP_WARNING.format(name=self.roster.by_rank(0).name))
         if not self.is_dealer:
@@ -137,8 +169,6 @@ class Session:
             if self.roster.dealer is not None:
                 crypten.mpc.provider.ttp_provider.TTPClient._init()
                 self._start_precompute()
-        self.setup_seconds = time.perf_counter() - started
-        log.info("session ready: %s (rank %d) in %.2fs", self.name, self.rank, self.setup_seconds)
 
     def _start_precompute(self) -> None:
         from secure_ml.sharing.precompute import pooled_dealer
@@ -181,7 +211,7 @@ class Session:
         return {"mpc.provider": provider, "communicator.verbose": True}
 
     def _disconnect(self) -> None:
-        from secure_ml.transport import disconnect
+        from secure_ml.transport.communicator import disconnect
 
         crypten = load_crypten()
         if not self.is_dealer and self.roster.dealer is not None:
@@ -189,18 +219,38 @@ class Session:
         disconnect()
 
     def _check_same_spec(self) -> None:
-        # JSON on our object path: torch's all_gather_object would unpickle
-        everyone = load_crypten().communicator.get().all_gather_obj(self.spec.hash)
+        # every process, CrypTen's or not, over the links; JSON, never a pickle
+        from secure_ml.transport import objects
+        from secure_ml.transport.communicator import decode_object
+
+        everyone = self.links.all_gather_bytes(
+            objects.encode(self.spec.hash),
+            range(self.links.size),
+            limit=objects.MAX_OBJECT_BYTES,
+        )
         names = [p.name for p in self.roster.processes]
-        if not all(isinstance(digest, str) for digest in everyone):
+        digests = [
+            self.spec.hash if rank == self.rank else decode_object(data, self.links.describe(rank))
+            for rank, data in enumerate(everyone)
+        ]
+        if not all(isinstance(digest, str) for digest in digests):
             raise SpecMismatchError("a party sent a spec hash that is not a string")
-        hashes = dict(zip(names, everyone, strict=True))
+        hashes = dict(zip(names, digests, strict=True))
         if len(set(hashes.values())) > 1:
             listing = ", ".join(f"{n}: {h[:12]}" for n, h in hashes.items())
             raise SpecMismatchError(
                 f"the parties were started with different specs ({listing}); start every "
                 "party with the same spec file (party-local paths and [launch] may differ)"
             )
+
+    def _write_link_counts(self) -> None:
+        """With the ``audit`` codec: every message and byte per link, in the output folder."""
+        counts = getattr(self.links.frames, "counts", None)
+        if counts is None:
+            return
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        path = self.out_dir / f"links-{self.name}.json"
+        path.write_text(json.dumps({"codec": self.links.frames.name, "peers": counts()}))
 
     # ------------------------------------------------- the shared domain --
     def share(
@@ -214,6 +264,7 @@ class Session:
         """Secret-share ``value`` held by party ``owner`` (others pass ``None``)."""
         from secure_ml.sharing.mpc import share
 
+        self._require_crypten("take part in share()")
         party = self.roster.by_name(owner)
         return share(value, owner=party, my_rank=self.rank, limit=limit, what=name)
 
@@ -227,6 +278,39 @@ class Session:
         known = self.revealed.setdefault(name, [])
         known.extend(r for r in receivers if r not in known)
 
+    # ------------------------------------------------ direct messages --
+    # For protocols with parties outside CrypTen's world (an input party that
+    # sends shares it made, an HE client and server): one message to one named
+    # party, through the same links and codec as everything else.
+    def send(self, value: torch.Tensor, *, to: str) -> None:
+        """Send a tensor to party ``to`` (it must ``receive`` one of the same shape and dtype)."""
+        self.links.send(self._peer_rank(to), value)
+
+    def receive(self, like: torch.Tensor, *, sender: str) -> torch.Tensor:
+        """Receive a tensor shaped like ``like`` from party ``sender`` (into ``like``)."""
+        return self.links.recv(self._peer_rank(sender), like)
+
+    def send_object(self, obj: Any, *, to: str) -> None:
+        """Send a JSON-like object (see ``transport.objects``) to party ``to``."""
+        from secure_ml.transport import objects
+
+        self.links.send_bytes(self._peer_rank(to), objects.encode(obj))
+
+    def receive_object(self, *, sender: str) -> Any:
+        """Receive one object from party ``sender`` (parsed, never unpickled)."""
+        from secure_ml.transport import objects
+        from secure_ml.transport.communicator import decode_object
+
+        rank = self._peer_rank(sender)
+        data = self.links.recv_bytes(rank, limit=objects.MAX_OBJECT_BYTES)
+        return decode_object(data, self.links.describe(rank))
+
+    def _peer_rank(self, name: str) -> int:
+        rank = self.roster.by_name(name).rank
+        if rank == self.rank:
+            raise ValueError(f"party {name} cannot send a message to itself")
+        return rank
+
     # -------------------------------------------------------- reporting --
     def progress(self, message: str) -> None:
         """Tell the launcher's live view what this party is doing."""
@@ -235,6 +319,21 @@ class Session:
             self._progress(message)
 
     def comm_stats(self) -> dict[str, float]:
-        """This party's bytes and rounds so far (CrypTen's counters)."""
+        """This party's bytes and rounds so far.
+
+        CrypTen's counters in CrypTen's world; outside it, the payload bytes the
+        links sent and received, and one round per message sent.
+        """
+        if not self.in_crypten:
+            return {
+                "bytes": self.links.sent_bytes + self.links.received_bytes,
+                "rounds": self.links.sent_messages,
+            }
         stats = load_crypten().communicator.get().get_communication_stats()
         return {"bytes": int(stats["bytes"]), "rounds": int(stats["rounds"])}
+
+
+def _codec(spec: Spec) -> str:
+    """The spec's ``[transport] codec`` (``plain`` when the section is absent)."""
+    transport = getattr(spec, "transport", None)
+    return getattr(transport, "codec", "plain")

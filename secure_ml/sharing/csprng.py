@@ -182,29 +182,23 @@ def setup_party_streams() -> None:
 
 def setup_client_stream(client: Any) -> None:
     """A compute party receives its dealer stream key (CrypTen's TTPClient set-up)."""
-    import torch.distributed as dist
-
     comm = load_crypten().communicator.get()
     words = torch.empty(_KEY_WORDS, dtype=torch.int64)
-    dist.irecv(tensor=words, src=comm.get_ttp_rank(), group=client.ttp_group).wait()
-    dist.barrier(group=client.ttp_group)
+    comm.links.recv(comm.get_ttp_rank(), words)
     client.generator = KeyStream(tensor_to_key(words))
     client.generator_cuda = None
 
 
 def setup_dealer_streams(server: Any) -> None:
     """The dealer draws one key per compute party and sends each its own."""
-    import torch.distributed as dist
-
-    world_size = load_crypten().communicator.get().get_world_size()
+    comm = load_crypten().communicator.get()
+    world_size = comm.get_world_size()
     keys = [new_key() for _ in range(world_size)]
-    words = [key_to_tensor(key) for key in keys]
-    sends = [dist.isend(tensor=words[i], dst=i, group=server.ttp_group) for i in range(world_size)]
+    sends = [comm.links.post_send(i, key_to_tensor(keys[i])) for i in range(world_size)]
     server.generators = [KeyStream(key) for key in keys]
     server.generators_cuda = [None] * world_size
     for send in sends:
         send.wait()
-    dist.barrier(group=server.ttp_group)
 
 
 # ----------------------------------------------------------------- install --

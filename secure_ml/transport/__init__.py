@@ -1,5 +1,6 @@
-"""Transport: how party processes reach each other (CrypTen's communicator)."""
+"""Transport: the one message path between the processes of a run.
 
-from secure_ml.transport.communicator import connect, disconnect
-
-__all__ = ["connect", "disconnect"]
+``links`` (every process's point-to-point links, no crypten), ``frames`` (the
+codec every message passes), ``objects`` (JSON-and-bytes object messages) and
+``communicator`` (CrypTen's communicator carried over the links).
+"""

@@ -6,7 +6,10 @@ communicator or CrypTen. This test plugs in an HMAC-SHA256 codec (one key for
 the run, generated here; a counter per link and direction against replay) and
 checks that every opening of a secure computation passes through it, that the
 results are unchanged, and that a tampered message stops the run, naming the
-party, instead of yielding a wrong value or a hang.
+party, instead of yielding a wrong value or a hang. The codec is swapped in by
+the user function, which the dealer does not run: links to the dealer keep
+the run's codec. (``test_codec_sees_every_byte.py`` checks the run's own codec
+on every link, the dealer's included.)
 """
 
 from __future__ import annotations
@@ -26,8 +29,11 @@ TAG = 32  # bytes of an HMAC-SHA256 tag
 class TaggedFrames:
     """payload bytes + HMAC(sender, receiver, counter, payload)."""
 
-    def __init__(self, key: bytes, rank: int, *, corrupt: bool = False) -> None:
-        self.key, self.rank, self.corrupt = key, rank, corrupt
+    name = "tagged"
+
+    def __init__(self, inner, key: bytes, rank: int, compute: int, *, corrupt: bool = False):
+        self.inner, self.key, self.rank, self.corrupt = inner, key, rank, corrupt
+        self.compute = compute  # ranks below this are compute parties
         self.sent: dict[int, int] = {}
         self.received: dict[int, int] = {}
 
@@ -36,6 +42,8 @@ class TaggedFrames:
         return hmac.new(self.key, header + data, hashlib.sha256).digest()
 
     def seal(self, peer: int, payload: torch.Tensor) -> torch.Tensor:
+        if peer >= self.compute:
+            return self.inner.seal(peer, payload)
         data = payload.contiguous().reshape(-1).view(torch.uint8)
         counter = self.sent[peer] = self.sent.get(peer, 0) + 1
         tag = self._tag(self.rank, peer, counter, data.numpy().tobytes())
@@ -44,22 +52,27 @@ class TaggedFrames:
             wire[0] ^= 1  # a flipped bit on the way
         return wire
 
-    def buffer(self, peer: int, like: torch.Tensor) -> torch.Tensor:
-        return torch.empty(like.nelement() * like.element_size() + TAG, dtype=torch.uint8)
+    def buffer(self, peer: int, out: torch.Tensor) -> torch.Tensor:
+        if peer >= self.compute:
+            return self.inner.buffer(peer, out)
+        return torch.empty(out.nelement() * out.element_size() + TAG, dtype=torch.uint8)
 
-    def open(self, peer: int, wire: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    def open(self, peer: int, wire: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        if peer >= self.compute:
+            return self.inner.open(peer, wire, out)
         data, tag = wire[:-TAG], wire[-TAG:].numpy().tobytes()
         counter = self.received[peer] = self.received.get(peer, 0) + 1
         expected = self._tag(peer, self.rank, counter, data.numpy().tobytes())
         if not hmac.compare_digest(tag, expected):
             raise RuntimeError(f"message {counter} from rank {peer} failed authentication")
-        return data.view(like.dtype).reshape(like.shape)
+        return out.copy_(data.view(out.dtype).reshape(out.shape))
 
 
 def secure_product(session, key: bytes, corrupt_rank: int | None = None):
-    comm = session.crypten.communicator.get()
-    frames = TaggedFrames(key, session.rank, corrupt=session.rank == corrupt_rank)
-    comm.links.frames = frames
+    links = session.links
+    corrupt = session.rank == corrupt_rank
+    frames = TaggedFrames(links.frames, key, session.rank, session.world_size, corrupt=corrupt)
+    links.frames = frames
     g = torch.Generator().manual_seed(5)
     a, b = torch.randn(4, 3, generator=g), torch.randn(3, 2, generator=g)
     x = session.share(a if session.rank == 0 else None, owner="p0")

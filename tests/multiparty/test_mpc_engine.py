@@ -73,9 +73,9 @@ def test_p2p_openings_match_gloo_collectives(world, tmp_path):
 
 
 def large_opening(session):
-    from secure_ml.transport.communicator import P2P_MAX_ELEMENTS
+    from secure_ml.transport.links import DIRECT_MAX_ELEMENTS
 
-    values = public_values(1, P2P_MAX_ELEMENTS + 1)
+    values = public_values(1, DIRECT_MAX_ELEMENTS + 1)
     x = session.share(values if session.rank == 0 else None, owner="p0")
     before = counters(session)
     opened = x.get_plain_text()
@@ -83,11 +83,14 @@ def large_opening(session):
             "bytes": counters(session)[1] - before[1], "n": values.nelement()}  # fmt: skip
 
 
-def test_large_openings_keep_gloo_collectives(tmp_path):
+def test_large_openings_take_the_two_step_path(tmp_path):
     results = run_parties(large_opening, make_spec("3pc"), tmp_path)
     for r in results.values():
-        # gloo moves large tensors faster; CrypTen counts its all_reduce as 2x
-        assert r["ok"] and r["bytes"] == 8 * 2 * r["n"]
+        # reduce-scatter then all-gather (n = 3 * 10923: equal slices): a party
+        # sends the 2 slices it does not own and receives 2 copies of its own,
+        # then sends its combined slice twice and receives the 2 others
+        own = r["n"] // 3
+        assert r["ok"] and r["bytes"] == 8 * (2 * (r["n"] - own) + 2 * 2 * own)
 
 
 # ------------------------------------------------------ batched products --
@@ -215,5 +218,5 @@ def test_objects_are_counted_by_the_bytes_that_travel(tmp_path):
 
     counted = run_parties(object_bytes, make_spec("2pc"), tmp_path)
     # CrypTen's own count would be sys.getsizeof(OBJECT): ~200 bytes for any dict;
-    # what travels is the message and its int32 length
-    assert counted == {"p0": len(encode(OBJECT)) + 4, "p1": len(encode(OBJECT)) + 4}
+    # what travels is the message and its int64 length
+    assert counted == {"p0": len(encode(OBJECT)) + 8, "p1": len(encode(OBJECT)) + 8}

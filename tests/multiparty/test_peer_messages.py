@@ -1,8 +1,8 @@
 """What one party sends another is parsed as data, never run (issue 12, items 3 and 4).
 
 A malicious peer does not call our ``send_obj``: it writes bytes on the wire.
-These tests do exactly that, in the layouts CrypTen's ``send_obj`` and torch's
-``all_gather_object`` use, with a pickle whose unpickling would create a
+These tests do exactly that, in the layout of our links' bytes messages (an
+int64 length, then the bytes), with a pickle whose unpickling would create a
 marker file, and check that the receiver stops with a protocol error naming
 the sender and that the marker never appears.
 """
@@ -42,10 +42,10 @@ def sends_a_pickle_as_an_object(payload: bytes):
 
         comm = session.crypten.communicator.get()
         if session.rank == 1:
-            # CrypTen's send_obj on the wire: an int32 length, then the pickle's bytes
-            buffer = torch.frombuffer(bytearray(payload), dtype=torch.int8)
-            dist.send(torch.tensor(len(payload), dtype=torch.int32), 0, group=comm.main_group)
-            dist.send(buffer, 0, group=comm.main_group)
+            # a bytes message on the wire: an int64 length, then the pickle's bytes
+            length = len(payload).to_bytes(8, "big")
+            dist.send(torch.frombuffer(bytearray(length), dtype=torch.uint8), 0)
+            dist.send(torch.frombuffer(bytearray(payload), dtype=torch.uint8), 0)
         else:
             return comm.recv_obj(1)
 
@@ -71,22 +71,22 @@ import torch, torch.distributed as dist
 
 payload, rendezvous = open(sys.argv[1], "rb").read(), sys.argv[2]
 dist.init_process_group("gloo", init_method=rendezvous, world_size=2, rank=1)
-for ranks in ([0, 1], [0, 1], [0, 1]):  # CrypTen's ttp_group, ttp_comm_group, main_group
-    dist.new_group(ranks)
-# torch's all_gather_object on the wire (the spec-hash check of every session),
-# written by hand so that this process unpickles nothing itself
-sizes = [torch.zeros(1, dtype=torch.long) for _ in range(2)]
-dist.all_gather(sizes, torch.tensor([len(payload)]))
-longest = int(max(sizes))
-mine = torch.zeros(longest, dtype=torch.uint8)
-mine[: len(payload)] = torch.frombuffer(bytearray(payload), dtype=torch.uint8)
-dist.all_gather([torch.empty(longest, dtype=torch.uint8) for _ in range(2)], mine)
+# the spec-hash check of every session on the wire: each side sends an int64
+# length, then its bytes; this peer sends a pickle and unpickles nothing itself
+def as_bytes(data):
+    return torch.frombuffer(bytearray(data), dtype=torch.uint8)
+theirs = torch.empty(8, dtype=torch.uint8)
+pending = [dist.irecv(theirs, 0), dist.isend(as_bytes(len(payload).to_bytes(8, "big")), 0)]
+[p.wait() for p in pending]
+body = torch.empty(int.from_bytes(theirs.numpy().tobytes(), "big"), dtype=torch.uint8)
+pending = [dist.irecv(body, 0), dist.isend(as_bytes(payload), 0)]
+[p.wait() for p in pending]
 """
 
 
 @pytest.mark.timeout(90)
 def test_a_pickle_sent_at_the_spec_check_is_refused_and_runs_nothing(tmp_path):
-    """One honest `secure-ml party` (a) and a peer (b) that speaks torch's pickle."""
+    """One honest `secure-ml party` (a) and a peer (b) that sends a pickle."""
     marker = tmp_path / "created_by_the_pickle"
     (tmp_path / "payload.pkl").write_bytes(pickle.dumps(CreatesFile(marker)))
     spec = tmp_path / "two.toml"
