@@ -41,6 +41,14 @@ class SpecMismatchError(ProtocolAbort):
     """The parties of one run were started with different specs."""
 
 
+class PrivacyBudgetExceeded(SecureMLError):
+    """A release mechanism refused a reveal: it would overspend a privacy budget.
+
+    Raised by the mechanism's ``charge`` on every compute party, before any
+    share of the value is sent (see ``secure_ml.release.mechanism``).
+    """
+
+
 class PartyFailure(SecureMLError):
     """A party process failed (raised, exited non-zero, was killed or stalled).
 
@@ -77,6 +85,7 @@ EXIT_CODES: dict[type[SecureMLError], int] = {
     PartyFailure: 9,
     LaunchTimeout: 10,
     OutputInUse: 11,
+    PrivacyBudgetExceeded: 12,
 }
 
 #: exit code for an exception that is not a SecureMLError (a bug, or Ctrl-C)
