@@ -48,9 +48,20 @@ class PeerLost(ProtocolAbort):
     drop out catches this for that party and goes on without it.
     """
 
+    #: the launcher ranks it as a consequence of the peer's failure, not a cause
+    echo = True
+
     def __init__(self, message: str, *, peer: int) -> None:
         super().__init__(message)
         self.peer = peer
+
+
+class PrivacyBudgetExceeded(SecureMLError):
+    """A release mechanism refused a reveal: it would overspend a privacy budget.
+
+    Raised by the mechanism's ``charge`` on every compute party, before any
+    share of the value is sent (see ``secure_ml.release.mechanism``).
+    """
 
 
 class PartyFailure(SecureMLError):
@@ -86,10 +97,11 @@ EXIT_CODES: dict[type[SecureMLError], int] = {
     FixedPointRangeError: 6,
     ProtocolAbort: 7,
     SpecMismatchError: 8,
-    PeerLost: 12,
     PartyFailure: 9,
     LaunchTimeout: 10,
     OutputInUse: 11,
+    PrivacyBudgetExceeded: 12,
+    PeerLost: 13,
 }
 
 #: exit code for an exception that is not a SecureMLError (a bug, or Ctrl-C)

@@ -32,6 +32,7 @@ import torch
 from secure_ml.compat import load_crypten
 from secure_ml.errors import ProtocolAbort, SpecMismatchError
 from secure_ml.parties import Party
+from secure_ml.release import ReleaseMechanism, reveal
 from secure_ml.spec import Spec
 
 log = logging.getLogger("secure_ml.session")
@@ -61,6 +62,8 @@ class Session:
         self.rendezvous = rendezvous
         self.out_dir = Path(out_dir)
         self.revealed: dict[str, list[str]] = {}
+        #: reveal name -> the release mechanisms it used (not in result.json)
+        self.release_mechanisms: dict[str, list[str]] = {}
         self.setup_seconds: float | None = None
         self._progress = progress
         self._stack: ExitStack | None = None
@@ -268,15 +271,32 @@ class Session:
         party = self.roster.by_name(owner)
         return share(value, owner=party, my_rank=self.rank, limit=limit, what=name)
 
-    def reveal(self, value: Any, *, to: Sequence[str], name: str = "value") -> torch.Tensor | None:
-        """Open a shared ``value`` to the parties in ``to``; everyone else gets None."""
-        from secure_ml.release import reveal
+    def reveal(
+        self,
+        value: Any,
+        *,
+        to: Sequence[str],
+        name: str = "value",
+        mechanism: ReleaseMechanism | None = None,
+    ) -> torch.Tensor | None:
+        """Open a shared ``value`` to the parties in ``to``; everyone else gets None.
 
-        return reveal(self, value, to=to, name=name)
+        ``mechanism`` (every party passes the same) is charged, then perturbs the
+        value on shares, before any share is sent (``secure_ml.release.mechanism``).
+        """
+        self._require_crypten("take part in reveal()")
+        return reveal(self, value, to=to, name=name, mechanism=mechanism)
 
-    def record_reveal(self, name: str, receivers: list[str]) -> None:
+    def record_reveal(
+        self, name: str, receivers: list[str], *, mechanism: str | None = None
+    ) -> None:
+        """Note that ``name`` was opened to ``receivers`` (and with which mechanism)."""
         known = self.revealed.setdefault(name, [])
         known.extend(r for r in receivers if r not in known)
+        if mechanism is not None:
+            used = self.release_mechanisms.setdefault(name, [])
+            if mechanism not in used:
+                used.append(mechanism)
 
     # ------------------------------------------------ direct messages --
     # For protocols with parties outside CrypTen's world (an input party that

@@ -36,6 +36,8 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from secure_ml.bench.names import ABLATION_PREFIX, CLOSED_FORM, RAW_RATIOS
+from secure_ml.bench.report import write_outputs
 from secure_ml.bench.tasks import TASKS, Settings, Task
 from secure_ml.launch.local import progress_bar
 from secure_ml.spec import MPCSpec, spec_from_dict
@@ -55,11 +57,6 @@ OPTIMISATIONS = tuple(
 )
 #: the task the ablations run on: the headline, where a reader looks first
 ABLATION_TASK = "logreg_breast_cancer"
-ABLATION_PREFIX = "secure_ml ablation:"
-#: the raw baseline written with secure_ml's algorithm (see the module docstring)
-CLOSED_FORM = "raw_crypten_closed_form"
-#: raw baseline protocol -> the ratio field that compares secure_ml runs with it
-RAW_RATIOS = {"raw_crypten": "ratio_to_raw_crypten", CLOSED_FORM: f"ratio_to_{CLOSED_FORM}"}
 
 
 @dataclass(frozen=True)
@@ -253,8 +250,6 @@ def run_suite(
     view(f"{_bar(len(steps), len(steps))} done")
     records += peer_records(peers, suite) if peers is not None else []
     finish(records)
-    from secure_ml.bench.report import write_outputs
-
     write_outputs(records, out, suite=suite.name)
     return records
 

@@ -8,7 +8,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from secure_ml.bench.harness import ABLATION_PREFIX, CLOSED_FORM, RAW_RATIOS
+from secure_ml.bench.names import ABLATION_PREFIX, CLOSED_FORM, RAW_RATIOS
 from secure_ml.errors import DependencyError
 
 CLOSED_FORM_RATIO = RAW_RATIOS[CLOSED_FORM]

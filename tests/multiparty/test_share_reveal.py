@@ -1,4 +1,4 @@
-"""share/reveal across real processes: round trips, receivers only, refusals."""
+"""share/reveal across real processes: round trips, receivers only, refusals, mechanisms."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 from mpkit import make_spec, run_parties
 
 import secure_ml
-from secure_ml.errors import PartyFailure
+from secure_ml.errors import PartyFailure, PrivacyBudgetExceeded
 
 pytestmark = [pytest.mark.multiparty, pytest.mark.timeout(180)]
 
@@ -37,8 +37,30 @@ def test_share_reveal_round_trip(world, tmp_path):
             assert torch.allclose(opened[name], expected, atol=1e-4)
 
 
+class OffsetOnShares:
+    """A release mechanism for tests: notes the comm counters, adds 5 on shares."""
+
+    name = "offset"
+
+    def __init__(self, session, *, refuse: bool = False) -> None:
+        self.session, self.refuse, self.counters = session, refuse, {}
+
+    def charge(self, release):
+        self.counters["charge"] = self.session.comm_stats()
+        if self.refuse:
+            raise PrivacyBudgetExceeded(f"no budget left for {release.name!r}")
+
+    def perturb(self, release, value):
+        self.counters["perturb"] = self.session.comm_stats()
+        return value + 5.0  # a CrypTen op on the shares: party 0 adds the public 5
+
+
 def sum_to_last_party(session):
-    """The sum of one vector from each party, revealed only to the last party."""
+    """The sum of one vector from each party, revealed only to the last party.
+
+    Then the same sum again through a mechanism that adds 5 on shares, and once
+    more through one whose charge refuses: each party notes its comm counters.
+    """
     shares = [
         session.share(own_vector(session) if p.name == session.name else None, owner=p.name)
         for p in session.roster.parties
@@ -46,16 +68,57 @@ def sum_to_last_party(session):
     total = shares[0]
     for s in shares[1:]:
         total = total + s
-    return session.reveal(total, to=[session.roster.parties[-1].name], name="sum")
+    last = [session.roster.parties[-1].name]
+    counters = [session.comm_stats()]
+    plain = session.reveal(total, to=last, name="sum")
+    counters.append(session.comm_stats())
+    offset = OffsetOnShares(session)
+    shifted = session.reveal(total, to=last, name="sum plus 5", mechanism=offset)
+    counters.append(session.comm_stats())
+    refusing = OffsetOnShares(session, refuse=True)
+    with pytest.raises(PrivacyBudgetExceeded, match="no budget left for 'refused'"):
+        session.reveal(total, to=last, name="refused", mechanism=refusing)
+    counters.append(session.comm_stats())
+    return {
+        "sum": plain,
+        "sum plus 5": shifted,
+        "counters": counters,
+        "at charge": offset.counters["charge"],
+        "at perturb": offset.counters["perturb"],
+        "at refusal": refusing.counters["charge"],
+        "mechanisms": session.release_mechanisms,
+    }
+
+
+def check_sum_and_mechanisms(results, out, n_parties):
+    """Only the last party gets the sum (and sum + 5); the mechanism ran before any byte."""
+    names = sorted(results)
+    expected = sum(torch.arange(4, dtype=torch.float32) * (r + 1) - 1.5 for r in range(n_parties))
+    assert torch.allclose(results[names[-1]]["sum"], expected, atol=1e-4)
+    assert torch.allclose(results[names[-1]]["sum plus 5"], expected + 5.0, atol=1e-4)
+    for name in names:
+        got = results[name]
+        if name != names[-1]:
+            assert got["sum"] is None and got["sum plus 5"] is None
+        start, after_plain, after_offset, after_refusal = got["counters"]
+        assert after_plain["bytes"] > start["bytes"]  # the plain reveal did send shares
+        # charge, then perturb, both before this reveal sent a byte; the free
+        # perturbation (a public offset) leaves the reveal's cost as without it
+        assert got["at charge"] == got["at perturb"] == after_plain
+        cost = {k: after_offset[k] - after_plain[k] for k in start}
+        assert cost == {k: after_plain[k] - start[k] for k in start}
+        # a refused charge: no byte and no round on any party
+        assert got["at refusal"] == after_refusal == after_offset
+        assert got["mechanisms"] == {"sum plus 5": ["offset"]}
+        # the party's record (merged into result.json) keeps its format
+        record = json.loads((out / "parties" / name / f"result-{name}.json").read_text())
+        assert record["revealed_to"] == {"sum": [names[-1]], "sum plus 5": [names[-1]]}
 
 
 def test_sum_is_revealed_only_to_its_receiver(world, tmp_path):
     results = run_parties(sum_to_last_party, make_spec(world), tmp_path)
     names = sorted(results)
-    n = len(names)
-    expected = sum(torch.arange(4, dtype=torch.float32) * (r + 1) - 1.5 for r in range(n))
-    assert torch.allclose(results[names[-1]], expected, atol=1e-4)
-    assert all(results[name] is None for name in names[:-1])
+    check_sum_and_mechanisms(results, tmp_path, len(names))
     if make_spec(world)["protocol"]["dealer"] == "tfp":  # every party warns loudly
         for name in names:
             assert "INSECURE DEALER" in (tmp_path / "logs" / f"{name}.log").read_text()
@@ -67,9 +130,8 @@ def test_three_parties_with_dealer_reveal_a_sum_to_party_2(tmp_path):
         "party": [{"name": f"h{i}", "roles": ["data_owner"]} for i in range(3)],
     }
     results = secure_ml.run(sum_to_last_party, spec, out=tmp_path, timeout=120)
-    assert results["h0"] is None and results["h1"] is None
-    expected = sum(torch.arange(4, dtype=torch.float32) * (r + 1) - 1.5 for r in range(3))
-    assert torch.allclose(results["h2"], expected, atol=1e-4)
+    assert set(results) == {"h0", "h1", "h2"}
+    check_sum_and_mechanisms(results, tmp_path, 3)
 
 
 def share_out_of_range(session):

@@ -1,0 +1,14 @@
+"""Names of bench protocols and ratio fields, shared by the harness and the report.
+
+They live here, with no imports, so that ``report`` need not import
+``harness`` (which writes its outputs with ``report``): no import cycle.
+"""
+
+from __future__ import annotations
+
+#: an ablation's protocol name is this prefix and the variant ("none", "-X")
+ABLATION_PREFIX = "secure_ml ablation:"
+#: the raw baseline written with secure_ml's algorithm (see ``harness``'s docstring)
+CLOSED_FORM = "raw_crypten_closed_form"
+#: raw baseline protocol -> the ratio field that compares secure_ml runs with it
+RAW_RATIOS = {"raw_crypten": "ratio_to_raw_crypten", CLOSED_FORM: f"ratio_to_{CLOSED_FORM}"}
