@@ -2,9 +2,11 @@
 
 ``run(fn, spec)`` starts every party of ``spec`` as a fresh process on this
 host (the same fail-fast launcher as ``secure-ml run``), calls ``fn(session)``
-in each compute party and returns ``{party name: return value}``. Inside ``fn``
-use ``session.share(...)``, CrypTen ops on the shares (``session.crypten``) and
-``session.reveal(..., to=[...])``. The same function runs per host with
+in each party (not the dealer) and returns ``{party name: return value}``.
+Inside ``fn`` use ``session.share(...)``, CrypTen ops on the shares
+(``session.crypten``) and ``session.reveal(..., to=[...])``; a party outside
+CrypTen's world (``crypten = false``) uses ``session.send``/``receive``
+instead. The same function runs per host with
 ``secure-ml party SPEC --function ...`` (one process per machine).
 
 Both entries hold the output folder's lock for the whole run (one run per
@@ -40,7 +42,10 @@ def run(
     timeout: float | None = None,
     view: View | None = None,
 ) -> dict[str, Any]:
-    """Run ``fn(session)`` on every compute party; return each party's value."""
+    """Run ``fn(session)`` on every party (not the dealer); return each party's value.
+
+    An ``optional`` party that failed has no entry (the run went on without it).
+    """
     spec = as_spec(spec)
     with tempfile.TemporaryDirectory(prefix="secure-ml-") as scratch:
         out_dir = Path(out) if out is not None else Path(scratch)
@@ -52,7 +57,8 @@ def run(
             )
             return {
                 party.name: _load_return(outcome.control_dir / f"{party.name}.return.pkl")
-                for party in spec.roster.parties
+                for party in spec.roster.processes
+                if not party.is_dealer and party.name not in outcome.dropped
             }
 
 

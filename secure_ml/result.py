@@ -5,7 +5,8 @@ roles; the dealer included), ``metrics`` (each party contributes what it
 learned; the launcher adds the plaintext baseline), ``privacy``, ``comm``
 (``bytes`` = all bytes sent by the compute parties and the dealer, ``rounds`` =
 the largest round count of any compute party, ``per_party``), ``timings``
-(seconds: ``total``, ``setup``, ``compute``), ``versions``, ``revealed_to``.
+(seconds: ``total``, ``setup``, ``compute``), ``versions``, ``revealed_to``, and
+``dropped`` (optional parties that failed, and why) when any did.
 """
 
 from __future__ import annotations
@@ -22,9 +23,11 @@ from secure_ml.versions import versions
 
 
 def party_records(spec: Spec, outcome: LaunchOutcome) -> list[dict[str, Any]]:
-    """Each process's ``result-<party>.json``, in rank order."""
+    """Each process's ``result-<party>.json``, in rank order (dropped parties left out)."""
     records = []
     for party in spec.roster.processes:
+        if party.name in outcome.dropped:
+            continue
         path = outcome.party_dirs[party.name] / f"result-{party.name}.json"
         if not path.is_file():
             raise PartyFailure(party.name, f"finished without writing {path}")
@@ -87,6 +90,7 @@ def assemble(
     metrics = merge_metrics(records)
     for key, value in (plaintext_metrics or {}).items():
         metrics.setdefault(key, value)
+    dropped = {"dropped": dict(outcome.dropped)} if outcome.dropped else {}
     return {
         "protocol": spec.protocol.name,
         "spec_hash": spec.hash,
@@ -99,6 +103,7 @@ def assemble(
         "versions": versions(),
         "revealed_to": merge_revealed(records),
         "artifacts": _publish_artifacts(records, outcome.out_dir),
+        **dropped,
     }
 
 

@@ -5,10 +5,15 @@ deadlocks torch, and not ``multiprocessing`` spawn, which adds a resource
 tracker). Each runs ``python -m secure_ml party`` with the env contract, one
 torch thread, its own process group, stdout/stderr in ``DIR/logs/<party>.log``.
 
-The launcher watches all of them. The first failure — an exception, a non-zero
-exit, a signal, a stopped (SIGSTOP) or silent (no heartbeat) process — or the
-global timeout stops every process and raises, naming the party and its cause;
-a party's own error keeps its exit code (``PartyFailure.exit_code``).
+The launcher watches all of them. The first failure of a ``required`` process
+(every compute party, the dealer, and any party by default) — an exception, a
+non-zero exit, a signal, a stopped (SIGSTOP) or silent (no heartbeat) process
+— or the global timeout stops every process and raises, naming the party and
+its cause; a party's own error keeps its exit code (``PartyFailure.exit_code``).
+A party with ``failure = "optional"`` (outside CrypTen's world) may fail
+without failing the run: the launcher stops it, says so, records it in
+``LaunchOutcome.dropped`` and lets the protocol go on without it. When only the
+dealer and optional parties are left, they get ``DEALER_GRACE_S`` to finish.
 When several parties fail together, the root cause wins over the echoes (a
 peer's "connection closed" is an echo of the cause, not the cause). Children die with
 the launcher (parent-death signal, and an orphan check in their heartbeat).
@@ -77,6 +82,8 @@ class LaunchOutcome:
     control_dir: Path
     party_dirs: dict[str, Path]
     wall_seconds: float
+    #: optional parties that failed, and why (the run went on without them)
+    dropped: dict[str, str] = field(default_factory=dict)
 
 
 def _die_with_parent() -> None:
@@ -111,13 +118,14 @@ def launch(
 
     started = time.monotonic()
     processes: list[PartyProcess] = []
+    dropped: dict[str, str] = {}
     try:
         for party in spec.roster.processes:
             processes.append(
                 _start(spec, party, spec_file, out, control, rendezvous, function_file)
             )
         view(f"started {len(processes)} processes: " + ", ".join(p.party.name for p in processes))
-        _watch(processes, spec, started, deadline_s, view)
+        _watch(processes, spec, started, deadline_s, view, dropped)
     finally:
         _stop_all(processes)
     return LaunchOutcome(
@@ -125,7 +133,17 @@ def launch(
         control_dir=control,
         party_dirs={p.party.name: p.out_dir for p in processes},
         wall_seconds=time.monotonic() - started,
+        dropped=dropped,
     )
+
+
+def _optional(party: Party) -> bool:
+    return getattr(party, "failure", "required") == "optional"
+
+
+def _lingers(party: Party) -> bool:
+    """Processes the run does not wait for once every required party is done."""
+    return party.is_dealer or _optional(party)
 
 
 def _start(
@@ -168,11 +186,17 @@ def _start(
 
 
 def _watch(
-    processes: list[PartyProcess], spec: Spec, started: float, deadline_s: float, view: View
+    processes: list[PartyProcess],
+    spec: Spec,
+    started: float,
+    deadline_s: float,
+    view: View,
+    dropped: dict[str, str],
 ) -> None:
     progress: dict[str, str | None] = {}
     compute_done_at: float | None = None
     while True:
+        _drop_failed_optional(processes, spec, view, dropped)
         if _first_failure(processes, spec) is not None:
             time.sleep(SETTLE_S)  # let the consequences of the cause show up
             party, failure = _root_cause(processes, spec)
@@ -185,10 +209,11 @@ def _watch(
         running = [p for p in processes if p.proc.poll() is None]
         if not running:
             return
-        if all(p.party.is_dealer for p in running):
+        if all(_lingers(p.party) for p in running):
             compute_done_at = compute_done_at or time.monotonic()
             if time.monotonic() - compute_done_at > DEALER_GRACE_S:
-                view("dealer did not stop after the parties finished; stopping it")
+                names = ", ".join(p.party.name for p in running)
+                view(f"{names} did not stop after the other parties finished; stopping")
                 return
         elapsed = time.monotonic() - started
         if elapsed > deadline_s:
@@ -235,12 +260,31 @@ def _failure(p: PartyProcess, spec: Spec) -> Failure | None:
     return Failure(1, f"exited with code {code}: {p.last_log_line()}")
 
 
+def _drop_failed_optional(
+    processes: list[PartyProcess], spec: Spec, view: View, dropped: dict[str, str]
+) -> None:
+    """Stop and record every optional party that failed; the run goes on."""
+    for p in processes:
+        if not _optional(p.party) or p.party.name in dropped:
+            continue
+        failure = _failure(p, spec)
+        if failure is None:
+            continue
+        _stop_all([p])
+        dropped[p.party.name] = failure.cause
+        view(f"optional party {p.party.name} dropped out ({failure.cause}); the run goes on")
+
+
+def _required(processes: list[PartyProcess]) -> list[PartyProcess]:
+    return [p for p in processes if not _optional(p.party)]
+
+
 def _first_failure(processes: list[PartyProcess], spec: Spec) -> PartyProcess | None:
-    return next((p for p in processes if _failure(p, spec) is not None), None)
+    return next((p for p in _required(processes) if _failure(p, spec) is not None), None)
 
 
 def _root_cause(processes: list[PartyProcess], spec: Spec) -> tuple[PartyProcess, Failure]:
-    failed = [(f, p) for p in processes if (f := _failure(p, spec)) is not None]
+    failed = [(f, p) for p in _required(processes) if (f := _failure(p, spec)) is not None]
     failure, party = min(failed, key=lambda item: item[0].priority)
     return party, failure
 
@@ -248,8 +292,8 @@ def _root_cause(processes: list[PartyProcess], spec: Spec) -> tuple[PartyProcess
 def _show_progress(
     processes: list[PartyProcess], seen: dict[str, str | None], started: float, view: View
 ) -> None:
-    """Print a line when every compute party has reached a new stage (concise)."""
-    compute = [p for p in processes if not p.party.is_dealer]
+    """Print a line when every required party has reached a new stage (concise)."""
+    compute = [p for p in processes if not _lingers(p.party)]
     messages = {p.reader.progress() for p in compute}
     if len(messages) != 1:
         return
