@@ -2,7 +2,8 @@
 
 Protocols come in families (``FAMILIES``); a family names its protocols'
 implementations and the module that registers its own spec sections (see
-``secure_ml.sections``). Both are imported only when needed, by name: section
+``secure_ml.sections``); ``SHARED_SECTIONS`` registers the sections no one
+family owns (``[dp]``). Both are imported only when needed, by name: section
 modules when a spec is validated (they are light), implementations when a
 protocol checks a spec or runs, so that ``secure-ml spec check`` on a python
 spec never imports crypten.
@@ -47,16 +48,22 @@ FAMILIES: tuple[Family, ...] = (
     ),
 )
 
+#: modules registering sections that protocols of several families may read
+SHARED_SECTIONS: tuple[str, ...] = ("secure_ml.protocols.dp_section",)
+
 REGISTRY: dict[str, str] = {
     name: target for family in FAMILIES for name, target in family.protocols.items()
 }
 
 
 def load_sections() -> None:
-    """Import every family's section module, so that their sections are registered."""
+    """Import every family's section modules and the shared ones, so that their
+    sections are registered (the families' first, in ``FAMILIES`` order)."""
     for family in FAMILIES:
         for module in family.sections:
             importlib.import_module(module)
+    for module in SHARED_SECTIONS:
+        importlib.import_module(module)
 
 
 def get_protocol(name: str) -> Any:

@@ -1,12 +1,8 @@
-"""The mpc family's spec sections: ``[train]``, ``[infer]``, and ``[dp]``.
+"""The mpc family's spec sections: ``[train]`` and ``[infer]``.
 
 Registered here, not in ``secure_ml.spec``, so the family owns its schema;
 imported by ``secure_ml.protocols.load_sections`` when a spec is validated.
 Light on purpose (no torch, no crypten): ``secure-ml spec check`` imports it.
-
-``[dp]`` lives here because its keys are DP-SGD's (a budget and a gradient
-clipping bound) and ``mpc.train`` is the protocol that will read them; today
-``mpc.train`` and ``mpc.infer`` refuse it rather than ignore it.
 """
 
 from __future__ import annotations
@@ -20,7 +16,6 @@ from secure_ml.sections import (
     Section,
     at_least_one,
     positive,
-    probability,
     register_section,
     unit_interval_open_right,
 )
@@ -38,13 +33,6 @@ class TrainSpec:
 @dataclass(frozen=True)
 class InferSpec:
     batch_size: int = 64
-
-
-@dataclass(frozen=True)
-class DPSpec:
-    epsilon: float
-    delta: float
-    max_grad_norm: float = 1.0
 
 
 TRAIN = register_section(
@@ -67,21 +55,6 @@ INFER = register_section(
         name="infer",
         cls=InferSpec,
         keys={"batch_size": Key((int,), at_least_one)},
-        owner=__name__,
-    )
-)
-
-DP = register_section(
-    Section(
-        name="dp",
-        cls=DPSpec,
-        keys={
-            "epsilon": Key(NUMBER, positive),
-            "delta": Key(NUMBER, probability),
-            "max_grad_norm": Key(NUMBER, positive),
-        },
-        required=("epsilon", "delta"),
-        optional=True,
         owner=__name__,
     )
 )
