@@ -444,6 +444,9 @@ register_section(
 # -------------------------------------------------------------- validation --
 
 
+_PLURALS = {str: "strings", int: "integers", bool: "booleans"}
+
+
 class _Validator:
     def __init__(self, source: str) -> None:
         self.source = source
@@ -472,7 +475,8 @@ class _Validator:
             raise self.fail(where, f"{key} = {shown(value)}: expected {expected}")
         items = spec_key.items
         if items is not None and not all(isinstance(item, items) for item in value):
-            raise self.fail(where, f"{key} = {shown(value)}: {key} are {items.__name__}s")
+            kind = _PLURALS.get(items, f"{items.__name__} values")
+            raise self.fail(where, f"{key} = {shown(value)}: {key} are {kind}")
         allowed = check(value) if check else None
         if allowed is not None:
             raise self.fail(where, f"{key} = {shown(value)}: must be {allowed}")

@@ -252,3 +252,10 @@ def test_family_sections_read_as_attributes_with_defaults():
     assert bare.train.epochs == 5 and bare.dp is None
     with pytest.raises(AttributeError, match="no attribute 'trian'"):
         _ = spec.trian
+
+
+def test_list_items_are_type_checked():
+    spec = base()
+    spec["party"][0]["roles"] = ["data_owner", 3]
+    with pytest.raises(SpecError, match=r"roles = \['data_owner', 3\]: roles are strings"):
+        spec_from_dict(spec)
