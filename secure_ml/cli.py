@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from secure_ml.errors import SecureMLError, SpecError, exit_code_for
+from secure_ml.parties import Party
 from secure_ml.spec import Spec, load_spec, spec_from_dict
 
 
@@ -146,7 +147,9 @@ def _party(args: argparse.Namespace) -> int:
         )
     rank = spec.roster.world_size if args.command == "dealer" else args.rank
     if args.command == "dealer" and spec.roster.dealer is None:
-        print("error: this spec has no dealer (dealer = 'tfp')", file=sys.stderr)
+        print(
+            f"error: this spec has no dealer (dealer = {spec.protocol.dealer!r})", file=sys.stderr
+        )
         return 2
     env = read_party_env(rank=rank, master_addr=args.master_addr, master_port=args.master_port)
     out = Path(args.out)
@@ -184,8 +187,15 @@ def _spec_check(args: argparse.Namespace) -> int:
     roster = spec.roster
     print(f"{args.spec}: ok ({spec.protocol.name}, spec hash {spec.hash[:16]})")
     for party in roster.processes:
-        print(f"  rank {party.rank}: {party.name} [{', '.join(party.roles)}]")
+        print(f"  rank {party.rank}: {party.name} [{', '.join(party.roles)}]{_notes(party)}")
     return 0
+
+
+def _notes(party: Party) -> str:
+    notes = [] if party.crypten else ["outside CrypTen"]
+    if party.failure != "required":
+        notes.append(party.failure)
+    return f" ({', '.join(notes)})" if notes else ""
 
 
 if __name__ == "__main__":

@@ -1,8 +1,16 @@
 """Specs: a TOML file that says who holds what and who may learn what.
 
 ``load_spec(path)`` parses and validates a spec into frozen dataclasses. Every
-error names the key, the value found and what is allowed; unknown keys are
-errors. ``protocols/README.md`` is the reference for every section and key.
+error names the key, the value found and what is allowed; unknown keys and
+sections are errors. ``protocols/README.md`` is the reference for every
+section and key.
+
+This module holds the common sections (``[protocol]``, ``[[party]]``,
+``[data]``, ``[model]``, ``[mpc]``, ``[launch]``, ``[transport]``) and the one
+validator. Each protocol family registers its own sections (``[train]``,
+``[infer]``, ``[dp]``, ...) in the registry of ``secure_ml.sections``, from the
+module ``secure_ml.protocols.FAMILIES`` names; a ``Spec`` reads them as
+attributes (``spec.train``), with their defaults when absent.
 
 The spec hash (``Spec.hash``) is what parties compare at start-up. It leaves out
 party-local values (file paths, the ``[launch]`` section) so that parties on
@@ -14,19 +22,53 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import tomllib
 
 from secure_ml.errors import SpecError, UnsafeConfigurationError
-from secure_ml.parties import DEALER_NAME, DEALER_ROLE, ROLES, Party, Roster
+from secure_ml.parties import (
+    DEALER_NAME,
+    DEALER_ROLE,
+    FAILURES,
+    OPTIONAL,
+    REQUIRED,
+    ROLES,
+    Party,
+    Roster,
+)
+from secure_ml.protocols import check_spec as check_protocol
+from secure_ml.protocols import load_sections
+from secure_ml.sections import (
+    BOOL,
+    NUMBER,
+    SHOWN_CHARS,
+    TEXT,
+    Fail,
+    Key,
+    Section,
+    at_least_one,
+    fraction,
+    get_section,
+    non_negative_int,
+    one_of,
+    positive,
+    register_section,
+    registered,
+    shown,
+)
 
-DEALERS = ("ttp", "tfp")
+#: ``dealer = "none"``: no dealer process, for runs without a CrypTen world
+DEALERS = ("ttp", "tfp", "none")
 PARTITIONS = ("vertical", "horizontal", "dirichlet")
 DATA_SCHEMES = ("csv",)
+#: ``[transport] codec``: how every message between parties is encoded.
+#: plain: as is (trusted loopback); audit: plain, and every byte and message
+#: per link is counted into the party's output
+CODECS = ("plain", "audit")
 _NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
 
 
@@ -47,6 +89,10 @@ class PartySpec:
     roles: tuple[str, ...]
     data: str | None = None
     label_column: str | None = None
+    #: False: outside CrypTen's world (input-only or non-MPC; never imports crypten)
+    crypten: bool = True
+    #: "optional": the party's death does not fail the run (crypten = false only)
+    failure: str = REQUIRED
 
 
 @dataclass(frozen=True)
@@ -65,27 +111,6 @@ class ModelSpec:
     channels: int = 8
     weights: str | None = None
     num_classes: int = 10
-
-
-@dataclass(frozen=True)
-class TrainSpec:
-    epochs: int = 5
-    batch_size: int = 64
-    lr: float = 0.5
-    momentum: float = 0.0
-    keep_shared: bool = False
-
-
-@dataclass(frozen=True)
-class InferSpec:
-    batch_size: int = 64
-
-
-@dataclass(frozen=True)
-class DPSpec:
-    epsilon: float
-    delta: float
-    max_grad_norm: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -119,65 +144,104 @@ class LaunchSpec:
 
 
 @dataclass(frozen=True)
+class TransportSpec:
+    """How messages between parties are encoded; all parties must agree."""
+
+    codec: str = "plain"
+
+
+#: the sections that are fields of ``Spec`` (``party`` as ``parties``); every
+#: other registered section is a protocol family's, in ``Spec.sections``
+COMMON_SECTIONS = ("protocol", "party", "data", "model", "mpc", "launch", "transport")
+
+
+@dataclass(frozen=True)
 class Spec:
-    """A validated spec. Paths inside it are absolute (resolved at load time)."""
+    """A validated spec. Paths inside it are absolute (resolved at load time).
+
+    The protocol families' sections are in ``sections`` and read as attributes:
+    ``spec.train`` is ``sections["train"]``, or the section's defaults when the
+    spec has none (None for an optional section such as ``[dp]``).
+    """
 
     protocol: ProtocolSpec
     parties: tuple[PartySpec, ...]
     data: DataSpec = field(default_factory=DataSpec)
     model: ModelSpec = field(default_factory=ModelSpec)
-    train: TrainSpec = field(default_factory=TrainSpec)
-    infer: InferSpec = field(default_factory=InferSpec)
-    dp: DPSpec | None = None
     mpc: MPCSpec = field(default_factory=MPCSpec)
     launch: LaunchSpec = field(default_factory=LaunchSpec)
+    transport: TransportSpec = field(default_factory=TransportSpec)
+    sections: Mapping[str, Any] = field(default_factory=dict, hash=False)
     source: str = "<dict>"
+
+    def __getattr__(self, name: str) -> Any:
+        # called only when no field matches: a family section, else the usual error
+        section = None if name.startswith("__") or name == "sections" else _family(name)
+        if section is None:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        return self.sections.get(name, section.default())
 
     @property
     def roster(self) -> Roster:
-        compute = tuple(
-            Party(name=p.name, rank=i, roles=p.roles) for i, p in enumerate(self.parties)
-        )
+        """Ranks: CrypTen parties in [[party]] order, the dealer, then outside parties."""
+        compute = [p for p in self.parties if p.crypten]
+        outside = [p for p in self.parties if not p.crypten]
+        parties = tuple(_as_party(p, rank) for rank, p in enumerate(compute))
         dealer = None
         if self.protocol.dealer == "ttp":
-            dealer = Party(name=DEALER_NAME, rank=len(compute), roles=(DEALER_ROLE,))
-        return Roster(parties=compute, dealer=dealer)
+            dealer = Party(name=DEALER_NAME, rank=len(parties), roles=(DEALER_ROLE,))
+        first = len(parties) + (dealer is not None)
+        return Roster(
+            parties=parties,
+            dealer=dealer,
+            outside=tuple(_as_party(p, first + i) for i, p in enumerate(outside)),
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """The spec as plain data (TOML-shaped; ``party`` is a list)."""
         out: dict[str, Any] = {}
-        for f in fields(self):
-            if f.name == "source":
-                continue
-            value = getattr(self, f.name)
-            key = "party" if f.name == "parties" else f.name
+        for section in _registry():
+            value = self.parties if section.name == "party" else getattr(self, section.name)
             if value is None:
                 continue
-            if key == "party":
-                out[key] = [_drop_none(asdict(p)) for p in value]
-            else:
-                out[key] = _drop_none(asdict(value))
+            if section.many:
+                out[section.name] = [section.plain(item) for item in value]
+                continue
+            table = section.plain(value)
+            if section.omit_default and table == section.plain(section.default()):
+                continue
+            out[section.name] = table
         return out
 
     @property
     def hash(self) -> str:
         """SHA-256 over the spec without party-local values (paths, [launch])."""
-        shared = self.to_dict()
-        shared.pop("launch", None)
-        for party in shared["party"]:
-            if "data" in party:
-                party["data"] = party["data"].split(":", 1)[0]
-        source = shared.get("data", {}).get("source")
-        if source and source.startswith("torchvision:"):
-            shared["data"]["source"] = ":".join(source.split(":")[:2])
-        model = shared["model"]
-        model["kind"] = (
-            model["kind"].split(":", 1)[0] if _local_kind(model["kind"]) else model["kind"]
-        )
-        if "weights" in model:
-            model["weights"] = "party-local"
+        shared: dict[str, Any] = {}
+        for name, table in self.to_dict().items():
+            section = get_section(name)
+            if section is None or not section.hashed:
+                continue
+            if section.many:
+                shared[name] = [section.hashed_form(item) for item in table]
+            else:
+                shared[name] = section.hashed_form(table)
         canonical = json.dumps(shared, sort_keys=True, separators=(",", ":"), default=list)
         return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _as_party(p: PartySpec, rank: int) -> Party:
+    return Party(name=p.name, rank=rank, roles=p.roles, crypten=p.crypten, failure=p.failure)
+
+
+def _registry() -> tuple[Section, ...]:
+    """Every section: the common ones, then the families' (loaded on first use)."""
+    load_sections()
+    return registered()
+
+
+def _family(name: str) -> Section | None:
+    load_sections()
+    return None if name in COMMON_SECTIONS else get_section(name)
 
 
 #: model kinds whose text after the colon is a party-local path
@@ -188,58 +252,7 @@ def _local_kind(kind: str) -> bool:
     return kind.split(":", 1)[0] in LOCAL_MODEL_KINDS and ":" in kind
 
 
-def _drop_none(d: dict[str, Any]) -> dict[str, Any]:
-    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items() if v is not None}
-
-
-# -------------------------------------------------------------- validation --
-
-Check = Callable[[Any], str | None]  # returns what is allowed, or None when fine
-
-#: a value echoed in an error is cut to this many characters: a pasted blob
-#: must not fill the terminal, and the start is enough to recognise it
-SHOWN_CHARS = 80
-
-
-def shown(value: Any) -> str:
-    """``repr(value)`` for an error message, cut after ``SHOWN_CHARS`` with its size."""
-    text = repr(value)
-    if len(text) <= SHOWN_CHARS:
-        return text
-    if isinstance(value, str):
-        size = f"{len(value):,} characters"
-    elif isinstance(value, list | tuple | dict):
-        size = f"{len(value):,} items"
-    else:
-        size = f"{len(text):,} characters as text"
-    return f"{text[:SHOWN_CHARS]}... ({size})"
-
-
-def _one_of(options: Sequence[str]) -> Check:
-    def check(v: Any) -> str | None:
-        return None if v in options else "one of " + ", ".join(repr(o) for o in options)
-
-    return check
-
-
-def _positive(v: Any) -> str | None:
-    return None if v > 0 else "a number > 0"
-
-
-def _at_least_one(v: Any) -> str | None:
-    return None if v >= 1 else "an integer >= 1"
-
-
-def _fraction(v: Any) -> str | None:
-    return None if 0 < v < 1 else "a number strictly between 0 and 1"
-
-
-def _probability(v: Any) -> str | None:
-    return None if 0 < v < 1 else "a probability strictly between 0 and 1 (e.g. 1e-5)"
-
-
-def _non_negative_int(v: Any) -> str | None:
-    return None if v >= 0 else "an integer >= 0"
+# ------------------------------------------------------ keys of the common --
 
 
 def _party_name(v: Any) -> str | None:
@@ -253,10 +266,6 @@ def _party_name(v: Any) -> str | None:
 def _layer_sizes(v: Any) -> str | None:
     ok = all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in v)
     return None if ok else "a list of layer widths, each an integer >= 1 (e.g. [64, 32])"
-
-
-def _momentum(v: Any) -> str | None:
-    return None if 0 <= v < 1 else "a number in [0, 1)"
 
 
 def _roles(v: Any) -> str | None:
@@ -273,73 +282,169 @@ def _data_ref(v: Any) -> str | None:
     return "'csv:<path>' (a CSV file local to that party)"
 
 
-# Each key: (python type(s), check or None). Types are checked before checks.
-_SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], Check | None]]] = {
-    "protocol": {
-        "name": ((str,), None),  # checked against the registry in _validate_protocol
-        "dealer": ((str,), _one_of(DEALERS)),
-        "insecure_dealer": ((bool,), None),
-        "seed": ((int,), _non_negative_int),
-    },
-    "party": {
-        "name": ((str,), _party_name),
-        "roles": ((list,), _roles),
-        "data": ((str,), _data_ref),
-        "label_column": ((str,), None),
-    },
-    "data": {
-        "source": ((str,), None),
-        "partition": ((str,), _one_of(PARTITIONS)),
-        "id_column": ((str,), None),
-        "test_fraction": ((float, int), _fraction),
-        "alpha": ((float, int), _positive),
-    },
-    "model": {
-        "kind": ((str,), None),
-        "hidden": ((list,), _layer_sizes),
-        "channels": ((int,), _at_least_one),
-        "weights": ((str,), None),
-        "num_classes": ((int,), _at_least_one),
-    },
-    "train": {
-        "epochs": ((int,), _at_least_one),
-        "batch_size": ((int,), _at_least_one),
-        "lr": ((float, int), _positive),
-        "momentum": ((float, int), _momentum),
-        "keep_shared": ((bool,), None),
-    },
-    "infer": {"batch_size": ((int,), _at_least_one)},
-    "dp": {
-        "epsilon": ((float, int), _positive),
-        "delta": ((float, int), _probability),
-        "max_grad_norm": ((float, int), _positive),
-    },
-    "mpc": {
-        "p2p_open": ((bool,), None),
-        "batch_openings": ((bool,), None),
-        "precompute": ((bool,), None),
-        "precompute_mb": ((int,), _at_least_one),
-        "fast_config": ((bool,), None),
-        "exact_truncation": ((bool,), None),
-    },
-    "launch": {
-        "timeout": ((float, int), _positive),
-        "collective_timeout": ((float, int), _positive),
-        "heartbeat_timeout": ((float, int), _positive),
-        "threads": ((int,), _at_least_one),
-    },
-}
-_REQUIRED = {"protocol": ("name",), "party": ("name", "roles"), "dp": ("epsilon", "delta")}
-_SECTION_CLASS = {
-    "protocol": ProtocolSpec,
-    "data": DataSpec,
-    "model": ModelSpec,
-    "train": TrainSpec,
-    "infer": InferSpec,
-    "dp": DPSpec,
-    "mpc": MPCSpec,
-    "launch": LaunchSpec,
-}
+def _scheme_only(ref: str) -> str:
+    return ref.split(":", 1)[0]
+
+
+def _shared_source(source: str) -> str:
+    # a torchvision source's root is party-local: hash "torchvision:<name>"
+    return ":".join(source.split(":")[:2]) if source.startswith("torchvision:") else source
+
+
+def _shared_kind(kind: str) -> str:
+    return kind.split(":", 1)[0] if _local_kind(kind) else kind
+
+
+def _check_dealer(spec: Spec, fail: Fail) -> None:
+    """The dealer fits the CrypTen world: none without one, a safe one with one."""
+    dealer = spec.protocol.dealer
+    in_world = [p.name for p in spec.parties if p.crypten]
+    if not in_world and dealer != "none":
+        raise fail(
+            "[protocol]",
+            f"dealer = {dealer!r}: no party is in CrypTen's world (every [[party]] has "
+            "crypten = false): set dealer = 'none'",
+        )
+    if in_world and dealer == "none":
+        raise fail(
+            "[protocol]",
+            "dealer = 'none' is only for runs without a CrypTen world, and "
+            f"{', '.join(in_world)} {'is' if len(in_world) == 1 else 'are'} in it "
+            "(crypten = true): use dealer = 'ttp' (the default)",
+        )
+    if dealer == "tfp" and not spec.protocol.insecure_dealer:
+        raise UnsafeConfigurationError(
+            f"{spec.source}: [protocol]: dealer = 'tfp' lets party 0 generate every Beaver "
+            "triple and so decrypt everything; use dealer = 'ttp' (default), or also set "
+            "insecure_dealer = true if party 0 may see all data"
+        )
+
+
+def _check_parties(spec: Spec, fail: Fail) -> None:
+    names = [p.name for p in spec.parties]
+    for name in names:
+        if names.count(name) > 1:
+            raise fail("[[party]]", f"name = {shown(name)} is used twice; party names are unique")
+    for p in spec.parties:
+        if p.label_column is not None and p.data is None:
+            raise fail(
+                f"[[party]] {p.name}", "label_column is set but the party has no data = 'csv:...'"
+            )
+        if p.failure == OPTIONAL and p.crypten:
+            raise fail(
+                f"[[party]] {p.name}",
+                "failure = 'optional' needs crypten = false: a CrypTen compute party's death "
+                "breaks the others' collectives; set crypten = false (a party outside "
+                "CrypTen's world) or failure = 'required'",
+            )
+
+
+_OWNER = __name__
+register_section(
+    Section(
+        name="protocol",
+        cls=ProtocolSpec,
+        keys={
+            "name": TEXT,  # checked against the protocol registry in check_protocol
+            "dealer": Key((str,), one_of(DEALERS)),
+            "insecure_dealer": BOOL,
+            "seed": Key((int,), non_negative_int),
+        },
+        required=("name",),
+        check=_check_dealer,
+        owner=_OWNER,
+    )
+)
+register_section(
+    Section(
+        name="party",
+        cls=PartySpec,
+        keys={
+            "name": Key((str,), _party_name),
+            "roles": Key((list,), _roles, items=str),
+            "data": Key((str,), _data_ref, hash_as=_scheme_only),
+            "label_column": TEXT,
+            "crypten": Key((bool,), omit_default=True),
+            "failure": Key((str,), one_of(FAILURES), omit_default=True),
+        },
+        required=("name", "roles"),
+        check=_check_parties,
+        many=True,
+        owner=_OWNER,
+    )
+)
+register_section(
+    Section(
+        name="data",
+        cls=DataSpec,
+        keys={
+            "source": Key((str,), hash_as=_shared_source),
+            "partition": Key((str,), one_of(PARTITIONS)),
+            "id_column": TEXT,
+            "test_fraction": Key(NUMBER, fraction),
+            "alpha": Key(NUMBER, positive),
+        },
+        owner=_OWNER,
+    )
+)
+register_section(
+    Section(
+        name="model",
+        cls=ModelSpec,
+        keys={
+            "kind": Key((str,), hash_as=_shared_kind),
+            "hidden": Key((list,), _layer_sizes),
+            "channels": Key((int,), at_least_one),
+            "weights": Key((str,), hash_as=lambda _: "party-local"),
+            "num_classes": Key((int,), at_least_one),
+        },
+        owner=_OWNER,
+    )
+)
+register_section(
+    Section(
+        name="mpc",
+        cls=MPCSpec,
+        keys={
+            "p2p_open": BOOL,
+            "batch_openings": BOOL,
+            "precompute": BOOL,
+            "precompute_mb": Key((int,), at_least_one),
+            "fast_config": BOOL,
+            "exact_truncation": BOOL,
+        },
+        owner=_OWNER,
+    )
+)
+register_section(
+    Section(
+        name="launch",
+        cls=LaunchSpec,
+        keys={
+            "timeout": Key(NUMBER, positive),
+            "collective_timeout": Key(NUMBER, positive),
+            "heartbeat_timeout": Key(NUMBER, positive),
+            "threads": Key((int,), at_least_one),
+        },
+        hashed=False,
+        owner=_OWNER,
+    )
+)
+register_section(
+    Section(
+        name="transport",
+        cls=TransportSpec,
+        keys={"codec": Key((str,), one_of(CODECS))},
+        omit_default=True,  # specs from before [transport] keep their hash
+        owner=_OWNER,
+    )
+)
+
+
+# -------------------------------------------------------------- validation --
+
+
+_PLURALS = {str: "strings", int: "integers", bool: "booleans"}
 
 
 class _Validator:
@@ -349,28 +454,29 @@ class _Validator:
     def fail(self, where: str, message: str) -> SpecError:
         return SpecError(f"{self.source}: {where}: {message}")
 
-    def table(self, section: str, raw: Any, where: str) -> dict[str, Any]:
+    def table(self, section: Section, raw: Any, where: str) -> dict[str, Any]:
         if not isinstance(raw, Mapping):
-            kind = "[[party]] tables" if section == "party" else f"a [{section}] table"
+            kind = f"[[{section.name}]] tables" if section.many else f"a [{section.name}] table"
             raise self.fail(where, f"expected {kind}, got {type(raw).__name__}")
-        schema = _SCHEMA[section]
-        unknown = sorted(set(raw) - set(schema))
+        unknown = sorted(set(raw) - set(section.keys))
         if unknown:
-            allowed = ", ".join(schema)
+            allowed = ", ".join(section.keys)
             raise self.fail(where, f"unknown key {shown(unknown[0])}; allowed keys: {allowed}")
-        for key in _REQUIRED.get(section, ()):
+        for key in section.required:
             if key not in raw:
                 raise self.fail(where, f"missing required key {key!r}")
-        return {key: self.value(section, key, raw[key], where) for key in raw}
+        return {key: self.value(section.keys[key], key, raw[key], where) for key in raw}
 
-    def value(self, section: str, key: str, value: Any, where: str) -> Any:
-        types, check = _SCHEMA[section][key]
+    def value(self, spec_key: Key, key: str, value: Any, where: str) -> Any:
+        types, check = spec_key.types, spec_key.check
         ok_type = isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
         if not ok_type:
             expected = " or ".join(t.__name__ for t in types)
             raise self.fail(where, f"{key} = {shown(value)}: expected {expected}")
-        if key == "roles" and not all(isinstance(r, str) for r in value):
-            raise self.fail(where, f"{key} = {shown(value)}: roles are strings")
+        items = spec_key.items
+        if items is not None and not all(isinstance(item, items) for item in value):
+            kind = _PLURALS.get(items, f"{items.__name__} values")
+            raise self.fail(where, f"{key} = {shown(value)}: {key} are {kind}")
         allowed = check(value) if check else None
         if allowed is not None:
             raise self.fail(where, f"{key} = {shown(value)}: must be {allowed}")
@@ -390,10 +496,11 @@ def spec_from_dict(
     v = _Validator(source)
     if not isinstance(raw, Mapping):
         raise v.fail("spec", "expected a table of sections")
-    allowed = ("protocol", "party", *[s for s in _SCHEMA if s not in ("protocol", "party")])
-    for section in raw:
-        if section not in allowed:
-            where = f"[{section}]" if len(section) <= SHOWN_CHARS else f"[{shown(section)}]"
+    sections = _registry()
+    allowed = [s.name for s in sections]
+    for name in raw:
+        if name not in allowed:
+            where = f"[{name}]" if len(name) <= SHOWN_CHARS else f"[{shown(name)}]"
             raise v.fail(where, f"unknown section; allowed sections: {', '.join(allowed)}")
     if "protocol" not in raw:
         raise v.fail("[protocol]", "missing section (it needs at least name = '...')")
@@ -401,22 +508,32 @@ def spec_from_dict(
     if not isinstance(raw_parties, list) or not raw_parties:
         raise v.fail("[[party]]", "at least one [[party]] table is required")
 
-    sections: dict[str, Any] = {}
-    for name, cls in _SECTION_CLASS.items():
-        if name in raw:
-            sections[name] = cls(**v.table(name, raw[name], f"[{name}]"))
+    common: dict[str, Any] = {}
+    family: dict[str, Any] = {}
+    for section in sections:
+        if section.many:
+            continue
+        if section.name in raw:
+            value = section.cls(**v.table(section, raw[section.name], f"[{section.name}]"))
+        elif section.name in COMMON_SECTIONS:
+            continue
+        else:
+            value = section.default()
+        target = common if section.name in COMMON_SECTIONS else family
+        if value is not None:
+            target[section.name] = value
     parties = tuple(_party(v, p, i, base_dir) for i, p in enumerate(raw_parties))
-    if base_dir is not None and "model" in sections:
-        sections["model"] = _resolve_model_paths(sections["model"], base_dir)
-    if base_dir is not None and "data" in sections:
-        sections["data"] = _resolve_source_root(sections["data"], base_dir)
-    spec = Spec(parties=parties, source=source, **sections)
+    if base_dir is not None and "model" in common:
+        common["model"] = _resolve_model_paths(common["model"], base_dir)
+    if base_dir is not None and "data" in common:
+        common["data"] = _resolve_source_root(common["data"], base_dir)
+    spec = Spec(parties=parties, source=source, sections=family, **common)
     _cross_checks(v, spec)
     return spec
 
 
 def _party(v: _Validator, raw: Any, index: int, base_dir: Path | None) -> PartySpec:
-    values = v.table("party", raw, f"[[party]] #{index + 1}")
+    values = v.table(get_section("party"), raw, f"[[party]] #{index + 1}")
     data = values.get("data")
     if data is not None and base_dir is not None:
         scheme, path = data.split(":", 1)
@@ -448,24 +565,15 @@ def _resolve(base_dir: Path, path: str) -> str:
 
 
 def _cross_checks(v: _Validator, spec: Spec) -> None:
-    names = [p.name for p in spec.parties]
-    for name in names:
-        if names.count(name) > 1:
-            raise v.fail("[[party]]", f"name = {shown(name)} is used twice; party names are unique")
-    if spec.protocol.dealer == "tfp" and not spec.protocol.insecure_dealer:
-        raise UnsafeConfigurationError(
-            f"{v.source}: [protocol]: dealer = 'tfp' lets party 0 generate every Beaver "
-            "triple and so decrypt everything; use dealer = 'ttp' (default), or also set "
-            "insecure_dealer = true if party 0 may see all data"
-        )
-    for p in spec.parties:
-        if p.label_column is not None and p.data is None:
-            raise v.fail(
-                f"[[party]] {p.name}", "label_column is set but the party has no data = 'csv:...'"
-            )
-    from secure_ml.protocols import check_spec
+    """Every section's own check (common ones first), then the protocol's."""
 
-    check_spec(spec, fail=lambda where, msg: v.fail(where, msg))
+    def fail(where: str, message: str) -> SpecError:
+        return v.fail(where, message)
+
+    for section in _registry():
+        if section.check is not None:
+            section.check(spec, fail)
+    check_protocol(spec, fail)
 
 
 # ---------------------------------------------------------------- loading --

@@ -1,8 +1,11 @@
 """Parties: who takes part in a run, under which rank, in which roles.
 
-Compute parties form CrypTen's world, ranks ``0..n-1`` in ``[[party]]`` order.
-The dealer (CrypTen's trusted third party) is not a ``[[party]]``; when the spec
-asks for one it is the extra, last rank ``n``.
+Compute parties (``[[party]] crypten = true``, the default) form CrypTen's
+world, ranks ``0..n-1`` in ``[[party]]`` order. The dealer (CrypTen's trusted
+third party) is not a ``[[party]]``; when the spec asks for one it is rank
+``n``. Parties outside CrypTen's world (``crypten = false``: input-only or
+non-MPC parties, which never import crypten but still have links to the
+others) come last, in ``[[party]]`` order.
 """
 
 from __future__ import annotations
@@ -19,6 +22,12 @@ ROLES = (DATA_OWNER, LABEL_OWNER, MODEL_OWNER, COMPUTE, RECEIVER)
 DEALER_NAME = "dealer"
 DEALER_ROLE = "dealer"
 
+#: ``[[party]] failure``: a required party's death fails the run (today's
+#: behaviour); an optional one's is left to the protocol (outside parties only)
+REQUIRED = "required"
+OPTIONAL = "optional"
+FAILURES = (REQUIRED, OPTIONAL)
+
 
 @dataclass(frozen=True)
 class Party:
@@ -27,6 +36,10 @@ class Party:
     name: str
     rank: int
     roles: tuple[str, ...]
+    #: False: outside CrypTen's world (never imports crypten; has links to the others)
+    crypten: bool = True
+    #: REQUIRED or OPTIONAL (see FAILURES)
+    failure: str = REQUIRED
 
     @property
     def is_dealer(self) -> bool:
@@ -36,15 +49,26 @@ class Party:
         return role in self.roles
 
     def describe(self) -> dict:
-        return {"name": self.name, "rank": self.rank, "roles": list(self.roles)}
+        """For result.json; the new keys only when not at their defaults, so that
+        results of runs without outside parties stay as they were."""
+        out: dict = {"name": self.name, "rank": self.rank, "roles": list(self.roles)}
+        if not self.crypten:
+            out["crypten"] = False
+        if self.failure != REQUIRED:
+            out["failure"] = self.failure
+        return out
 
 
 @dataclass(frozen=True)
 class Roster:
-    """All parties of a run: the compute parties in rank order, and the dealer."""
+    """All parties of a run: the compute parties in rank order, the dealer, and
+    the parties outside CrypTen's world."""
 
+    #: the CrypTen compute parties, ranks 0..n-1
     parties: tuple[Party, ...]
     dealer: Party | None
+    #: parties outside CrypTen's world, ranks after the dealer's
+    outside: tuple[Party, ...] = ()
 
     @property
     def world_size(self) -> int:
@@ -52,9 +76,16 @@ class Roster:
         return len(self.parties)
 
     @property
+    def crypten_world(self) -> bool:
+        """Whether the run has a CrypTen world at all (any compute party)."""
+        return bool(self.parties)
+
+    @property
     def processes(self) -> tuple[Party, ...]:
-        """Every process of the run: compute parties, then the dealer if any."""
-        return self.parties + ((self.dealer,) if self.dealer is not None else ())
+        """Every process of the run in rank order: compute parties, the dealer
+        if any, then the parties outside CrypTen's world."""
+        dealer = (self.dealer,) if self.dealer is not None else ()
+        return self.parties + dealer + self.outside
 
     def by_name(self, name: str) -> Party:
         for party in self.processes:
@@ -70,4 +101,5 @@ class Roster:
         raise KeyError(f"no party with rank {rank}; ranks are 0..{len(self.processes) - 1}")
 
     def with_role(self, role: str) -> tuple[Party, ...]:
-        return tuple(p for p in self.parties if p.has(role))
+        """Every ``[[party]]`` with ``role``, compute parties and outside ones, in rank order."""
+        return tuple(p for p in self.parties + self.outside if p.has(role))

@@ -1,43 +1,85 @@
 """Protocol registry: a spec's ``[protocol] name`` -> its implementation.
 
-Implementations are imported only when a run needs them, so that validating a
-spec (``secure-ml spec check``) never imports crypten.
+Protocols come in families (``FAMILIES``); a family names its protocols'
+implementations and the module that registers its own spec sections (see
+``secure_ml.sections``); ``SHARED_SECTIONS`` registers the sections no one
+family owns (``[dp]``). Both are imported only when needed, by name: section
+modules when a spec is validated (they are light), implementations when a
+protocol checks a spec or runs, so that ``secure-ml spec check`` on a python
+spec never imports crypten.
+
+This module imports neither ``secure_ml.spec`` nor any implementation, not
+even for type checking: ``secure_ml.spec`` imports it, and the import graph
+stays free of cycles (``tests/unit/test_import_cycles.py``).
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
-if TYPE_CHECKING:
-    from secure_ml.protocols.base import Fail, Protocol
-    from secure_ml.spec import Spec
+from secure_ml.sections import Fail, shown
 
 #: a user function run on every party with ``secure_ml.run(fn, spec)``
 PYTHON_FUNCTION = "python"
 
+
+@dataclass(frozen=True)
+class Family:
+    """Protocols that share spec sections."""
+
+    name: str
+    #: protocol name -> "module:Class" of its ``secure_ml.protocols.base.Protocol``
+    protocols: Mapping[str, str]
+    #: modules that register the family's spec sections when imported
+    sections: tuple[str, ...] = field(default=())
+
+
+FAMILIES: tuple[Family, ...] = (
+    Family(
+        name="mpc",
+        protocols={
+            "mpc.train": "secure_ml.protocols.train:MPCTrain",
+            "mpc.infer": "secure_ml.protocols.infer:MPCInfer",
+        },
+        sections=("secure_ml.protocols.mpc_sections",),
+    ),
+)
+
+#: modules registering sections that protocols of several families may read
+SHARED_SECTIONS: tuple[str, ...] = ("secure_ml.protocols.dp_section",)
+
 REGISTRY: dict[str, str] = {
-    "mpc.train": "secure_ml.protocols.train:MPCTrain",
-    "mpc.infer": "secure_ml.protocols.infer:MPCInfer",
+    name: target for family in FAMILIES for name, target in family.protocols.items()
 }
 
 
-def get_protocol(name: str) -> type[Protocol]:
-    """The implementation registered under ``name``."""
+def load_sections() -> None:
+    """Import every family's section modules and the shared ones, so that their
+    sections are registered (the families' first, in ``FAMILIES`` order)."""
+    for family in FAMILIES:
+        for module in family.sections:
+            importlib.import_module(module)
+    for module in SHARED_SECTIONS:
+        importlib.import_module(module)
+
+
+def get_protocol(name: str) -> Any:
+    """The implementation (a ``secure_ml.protocols.base.Protocol`` subclass) of ``name``."""
     if name not in REGISTRY:
         raise KeyError(f"unknown protocol {name!r}; known: {', '.join(sorted(REGISTRY))}")
     module_name, class_name = REGISTRY[name].split(":")
     return getattr(importlib.import_module(module_name), class_name)
 
 
-def check_spec(spec: Spec, fail: Fail) -> None:
-    """Check the protocol name, then the protocol's own requirements."""
+def check_spec(spec: Any, fail: Fail) -> None:
+    """Check a ``secure_ml.spec.Spec``'s protocol name, then the protocol's own requirements."""
     name = spec.protocol.name
     if name == PYTHON_FUNCTION:
         return
     if name not in REGISTRY:
         known = ", ".join(repr(n) for n in (*sorted(REGISTRY), PYTHON_FUNCTION))
-        from secure_ml.spec import shown
-
         raise fail("[protocol]", f"name = {shown(name)}: must be one of {known}")
     get_protocol(name).check_spec(spec, fail)

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from secure_ml.sections import Fail
+
 if TYPE_CHECKING:
-    from secure_ml.errors import SpecError
     from secure_ml.session import Session
     from secure_ml.spec import Spec
 
-Fail = Callable[[str, str], "SpecError"]
+__all__ = ["Fail", "PartyOutput", "Protocol", "require_crypten_parties"]
 
 
 @dataclass
@@ -46,3 +46,14 @@ class Protocol:
         each party's output folder (on this host).
         """
         return {}
+
+
+def require_crypten_parties(protocol: str, spec: Spec, fail: Fail) -> None:
+    """Refuse parties outside CrypTen's world, for a protocol that runs all in it."""
+    for party in spec.parties:
+        if not party.crypten:
+            raise fail(
+                f"[[party]] {party.name}",
+                f"{protocol} runs every party in CrypTen's world; party {party.name} has "
+                "crypten = false (remove it, or set crypten = true)",
+            )

@@ -45,7 +45,7 @@ from secure_ml.data.sources import check_source, describe_sources
 from secure_ml.errors import DataError, ProtocolAbort, SecureMLError, SpecError
 from secure_ml.models import BUILT_IN_KINDS, TaskShape, build_model
 from secure_ml.parties import MODEL_OWNER, Party
-from secure_ml.protocols.base import Fail, PartyOutput, Protocol
+from secure_ml.protocols.base import Fail, PartyOutput, Protocol, require_crypten_parties
 
 if TYPE_CHECKING:
     from secure_ml.session import Session
@@ -323,6 +323,7 @@ class MPCInfer(Protocol):
 
     @classmethod
     def check_spec(cls, spec: Spec, fail: Fail) -> None:
+        require_crypten_parties(cls.name, spec, fail)
         roster = spec.roster
         kind = spec.model.kind
         owners = roster.with_role(MODEL_OWNER)

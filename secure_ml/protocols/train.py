@@ -55,7 +55,7 @@ from secure_ml.data.sources import check_source, describe_sources
 from secure_ml.errors import DataError, SecureMLError
 from secure_ml.models import TRAINABLE_KINDS, TaskShape, build_model
 from secure_ml.parties import LABEL_OWNER, RECEIVER, Party
-from secure_ml.protocols.base import Fail, PartyOutput, Protocol
+from secure_ml.protocols.base import Fail, PartyOutput, Protocol, require_crypten_parties
 
 if TYPE_CHECKING:
     from secure_ml.session import Session
@@ -464,6 +464,7 @@ class MPCTrain(Protocol):
 
     @classmethod
     def check_spec(cls, spec: Spec, fail: Fail) -> None:
+        require_crypten_parties(cls.name, spec, fail)
         roster = spec.roster
         csv = uses_csv(spec)
         vertical = spec.data.partition == "vertical"

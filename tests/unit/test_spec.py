@@ -134,3 +134,128 @@ def test_mpc_optimisations_are_on_by_default_and_enter_the_hash():
     # parties must agree on how shares are opened and tuples fetched
     assert spec_from_dict(base(mpc={"precompute": False})).hash != spec.hash
     assert spec_from_dict(base(mpc={"precompute_mb": 64})).hash != spec.hash
+
+
+# ------------------------------------------------ parties outside CrypTen --
+
+
+def outside(name, **keys):
+    return {"name": name, "roles": ["data_owner"], "crypten": False, **keys}
+
+
+def test_roster_ranks_compute_parties_then_dealer_then_outside_parties():
+    spec = base()
+    a, b = spec["party"]
+    spec["party"] = [a, outside("o1", failure="optional"), b, outside("o2")]
+    roster = spec_from_dict(spec).roster
+    assert [p.name for p in roster.parties] == ["a", "b"] and roster.world_size == 2
+    assert roster.dealer.rank == 2 and roster.crypten_world
+    assert [(p.name, p.rank) for p in roster.outside] == [("o1", 3), ("o2", 4)]
+    assert [p.rank for p in roster.processes] == [0, 1, 2, 3, 4]
+    assert roster.by_name("o1").failure == "optional" and not roster.by_rank(4).crypten
+    assert roster.by_name("a").crypten and roster.by_name("a").failure == "required"
+    assert [p.name for p in roster.with_role("data_owner")] == ["a", "b", "o1", "o2"]
+    assert roster.by_name("o1").describe() == {
+        "name": "o1", "rank": 3, "roles": ["data_owner"], "crypten": False, "failure": "optional"
+    }  # fmt: skip
+    assert roster.by_name("a").describe() == {"name": "a", "rank": 0, "roles": ["data_owner"]}
+
+
+def test_a_run_without_crypten_world_needs_dealer_none():
+    raw = base(party=[outside("a"), outside("b")])
+    with pytest.raises(SpecError, match=r"\[protocol\]: dealer = 'ttp': no party is in Cry"):
+        spec_from_dict(raw)
+    raw["protocol"]["dealer"] = "tfp"
+    raw["protocol"]["insecure_dealer"] = True
+    with pytest.raises(SpecError, match=r"dealer = 'tfp'.*set dealer = 'none'"):
+        spec_from_dict(raw)
+    raw["protocol"] = {"name": "python", "dealer": "none"}
+    roster = spec_from_dict(raw).roster
+    assert roster.dealer is None and not roster.crypten_world and roster.world_size == 0
+    assert [(p.name, p.rank) for p in roster.processes] == [("a", 0), ("b", 1)]
+
+
+def test_dealer_none_is_refused_with_a_crypten_world():
+    raw = base(protocol={"name": "python", "dealer": "none"})
+    raw["party"].append(outside("o"))
+    with pytest.raises(SpecError, match=r"dealer = 'none' is only for runs without a CrypTen "
+                       r"world, and a, b are in it \(crypten = true\)"):  # fmt: skip
+        spec_from_dict(raw)
+
+
+@pytest.mark.parametrize(
+    ("party", "message"),
+    [
+        ({"failure": "optional"}, r"\[\[party\]\] c: failure = 'optional' needs crypten = false"),
+        ({"failure": "maybe"}, r"failure = 'maybe': must be one of 'required', 'optional'"),
+        ({"crypten": "no"}, r"crypten = 'no': expected bool"),
+        ({"crypten": 0}, r"crypten = 0: expected bool"),
+    ],
+)
+def test_outside_party_errors(party, message):
+    spec = base()
+    spec["party"].append({"name": "c", "roles": ["data_owner"], **party})
+    with pytest.raises(SpecError, match=message):
+        spec_from_dict(spec)
+
+
+def test_new_party_keys_enter_the_hash_only_when_not_at_their_defaults():
+    plain = spec_from_dict(base())
+    explicit = base()
+    explicit["party"][0].update(crypten=True, failure="required")
+    assert spec_from_dict(explicit).hash == plain.hash
+    assert "crypten" not in spec_from_dict(explicit).to_dict()["party"][0]
+    with_outside = base()
+    with_outside["party"].append(outside("c"))
+    optional = base()
+    optional["party"].append(outside("c", failure="optional"))
+    hashes = {plain.hash, spec_from_dict(with_outside).hash, spec_from_dict(optional).hash}
+    assert len(hashes) == 3
+
+
+def test_python_protocol_round_trips_outside_parties_and_transport():
+    raw = base(transport={"codec": "audit"})
+    raw["party"].append(outside("c", failure="optional"))
+    spec = spec_from_dict(raw)
+    again = spec_from_dict(spec.to_dict())
+    assert again == spec.__class__(**{**spec.__dict__, "source": again.source})
+    assert again.parties[2].failure == "optional" and again.transport.codec == "audit"
+
+
+# ------------------------------------------------------------- transport --
+
+
+def test_transport_codec_is_checked_enters_the_hash_and_is_left_out_at_default():
+    spec = spec_from_dict(base())
+    assert spec.transport.codec == "plain" and "transport" not in spec.to_dict()
+    explicit = spec_from_dict(base(transport={"codec": "plain"}))
+    assert explicit.hash == spec.hash and "transport" not in explicit.to_dict()
+    audit = spec_from_dict(base(transport={"codec": "audit"}))
+    assert audit.to_dict()["transport"] == {"codec": "audit"} and audit.hash != spec.hash
+    with pytest.raises(SpecError, match=r"\[transport\]: codec = 'aead': must be one of "
+                       r"'plain', 'audit'"):  # fmt: skip
+        spec_from_dict(base(transport={"codec": "aead"}))
+    with pytest.raises(SpecError, match=r"\[transport\]: unknown key 'key'; allowed keys: codec"):
+        spec_from_dict(base(transport={"key": "x"}))
+
+
+# -------------------------------------------------------- family sections --
+
+
+def test_family_sections_read_as_attributes_with_defaults():
+    from secure_ml.spec import PartySpec, ProtocolSpec, Spec
+
+    spec = spec_from_dict(base())
+    assert spec.dp is None and spec.infer.batch_size == 64
+    assert spec_from_dict(base(dp={"epsilon": 1, "delta": 1e-5})).dp.epsilon == 1.0
+    bare = Spec(protocol=ProtocolSpec(name="python"), parties=(PartySpec("a", ("receiver",)),))
+    assert bare.train.epochs == 5 and bare.dp is None
+    with pytest.raises(AttributeError, match="no attribute 'trian'"):
+        _ = spec.trian
+
+
+def test_list_items_are_type_checked():
+    spec = base()
+    spec["party"][0]["roles"] = ["data_owner", 3]
+    with pytest.raises(SpecError, match=r"roles = \['data_owner', 3\]: roles are strings"):
+        spec_from_dict(spec)

@@ -57,3 +57,12 @@ def test_public_schedule_is_deterministic_and_covers_every_row():
 def test_plaintext_reference_learns_breast_cancer():
     _, metrics = plaintext_train(spec_from_dict(spec()))
     assert 0.95 <= metrics["plaintext_accuracy"] <= 1.0
+
+
+@pytest.mark.parametrize("protocol", ["mpc.train", "mpc.infer"])
+def test_mpc_protocols_refuse_parties_outside_crypten(protocol):
+    raw = spec(protocol={"name": protocol})
+    raw["party"].append({"name": "client", "roles": ["data_owner"], "crypten": False})
+    with pytest.raises(SpecError, match=rf"\[\[party\]\] client: {protocol} runs every party in "
+                       "CrypTen's world; party client has crypten = false"):  # fmt: skip
+        spec_from_dict(raw)

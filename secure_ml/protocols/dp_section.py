@@ -1,0 +1,41 @@
+"""The ``[dp]`` section: a differential-privacy budget and clipping bound.
+
+DP is added to protocols by composition (DESIGN.md §5), so ``[dp]`` belongs to
+no one family: ``secure_ml.protocols.SHARED_SECTIONS`` lists this module, and
+each protocol says in its ``check_spec`` whether it applies ``[dp]`` (today
+``mpc.train`` and ``mpc.infer`` refuse it rather than ignore it).
+
+It is here rather than in ``secure_ml/release/`` (where the mechanisms will
+live) because importing anything under ``secure_ml.release`` runs its
+``__init__``, which imports ``reveal`` and torch; a section module must stay
+light (``secure-ml spec check`` imports every one).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from secure_ml.sections import NUMBER, Key, Section, positive, probability, register_section
+
+
+@dataclass(frozen=True)
+class DPSpec:
+    epsilon: float
+    delta: float
+    max_grad_norm: float = 1.0
+
+
+DP = register_section(
+    Section(
+        name="dp",
+        cls=DPSpec,
+        keys={
+            "epsilon": Key(NUMBER, positive),
+            "delta": Key(NUMBER, probability),
+            "max_grad_norm": Key(NUMBER, positive),
+        },
+        required=("epsilon", "delta"),
+        optional=True,
+        owner=__name__,
+    )
+)
