@@ -91,7 +91,7 @@ class Session:
     @property
     def in_crypten(self) -> bool:
         """Whether this process is in CrypTen's world (a compute party or the dealer)."""
-        return self.is_dealer or getattr(self.party, "crypten", True)
+        return self.party.crypten
 
     @property
     def crypten(self) -> Any:
@@ -131,7 +131,7 @@ class Session:
             size=len(self.roster.processes),
             rendezvous=self.rendezvous,
             timeout_s=self._collective_timeout(),
-            frames=make_frames(_codec(self.spec)),
+            frames=make_frames(self.spec.transport.codec),
             names=tuple(p.name for p in self.roster.processes),
         )
         self._stack.callback(leave)
@@ -351,9 +351,3 @@ class Session:
             }
         stats = load_crypten().communicator.get().get_communication_stats()
         return {"bytes": int(stats["bytes"]), "rounds": int(stats["rounds"])}
-
-
-def _codec(spec: Spec) -> str:
-    """The spec's ``[transport] codec`` (``plain`` when the section is absent)."""
-    transport = getattr(spec, "transport", None)
-    return getattr(transport, "codec", "plain")

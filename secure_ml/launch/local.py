@@ -138,7 +138,7 @@ def launch(
 
 
 def _optional(party: Party) -> bool:
-    return getattr(party, "failure", "required") == "optional"
+    return party.failure == "optional"
 
 
 def _lingers(party: Party) -> bool:

@@ -82,4 +82,17 @@ def check_spec(spec: Any, fail: Fail) -> None:
     if name not in REGISTRY:
         known = ", ".join(repr(n) for n in (*sorted(REGISTRY), PYTHON_FUNCTION))
         raise fail("[protocol]", f"name = {shown(name)}: must be one of {known}")
-    get_protocol(name).check_spec(spec, fail)
+    protocol = get_protocol(name)
+    _check_world(name, protocol.needs_crypten, spec, fail)
+    protocol.check_spec(spec, fail)
+
+
+def _check_world(name: str, needs_crypten: bool, spec: Any, fail: Fail) -> None:
+    """A protocol on CrypTen needs compute parties; one without it takes none."""
+    in_crypten = [p.name for p in spec.parties if p.crypten]
+    if needs_crypten and not in_crypten:
+        raise fail("[[party]]", f"{name} computes on CrypTen shares: at least one party needs "
+                   "crypten = true (the default)")  # fmt: skip
+    if not needs_crypten and in_crypten:
+        raise fail(f"[[party]] {in_crypten[0]}", f"{name} runs without CrypTen: set "
+                   f"crypten = false on every party (found crypten = true)")  # fmt: skip

@@ -28,6 +28,10 @@ class Protocol:
     """A protocol: checks a spec, runs on every compute party, has a baseline."""
 
     name: ClassVar[str]
+    #: whether the protocol computes on CrypTen shares. A protocol that does
+    #: not (HE inference, say) runs with every party ``crypten = false`` and
+    #: no dealer, and crypten is never imported in its processes.
+    needs_crypten: ClassVar[bool] = True
 
     @classmethod
     def check_spec(cls, spec: Spec, fail: Fail) -> None:

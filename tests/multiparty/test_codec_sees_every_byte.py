@@ -4,7 +4,7 @@ With ``[transport] codec = "audit"`` each process counts every message and
 byte its codec seals and opens, per peer. Independently, each compute party
 reads its own TCP sockets' counters (the kernel's ``TCP_INFO``: bytes sent
 and acknowledged, bytes received) around one training run, leaving out the
-rendezvous store's socket. gloo adds a fixed header to each message (96 bytes
+rendezvous store's socket if it has one. gloo adds a fixed header to each message (96 bytes
 on the sender's side, 48 for the receiver's ready notice, measured), so the
 socket traffic must equal the codec's bytes plus those headers: a single
 gloo collective, subgroup or pickle outside the codec would break the
@@ -66,7 +66,9 @@ def totals(counts: dict) -> dict[str, int]:
 def train_and_count(session):
     from secure_ml.protocols.train import MPCTrain
 
-    store_port = int(session.rendezvous.rsplit(":", 1)[1])
+    # the local launcher meets in a file store; a tcp:// store has its own socket
+    rendezvous = session.rendezvous
+    store_port = int(rendezvous.rsplit(":", 1)[1]) if rendezvous.startswith("tcp://") else -1
     frames = session.links.frames
     calls: list[str] = []
     originals = {name: getattr(dist, name) for name in COLLECTIVES}

@@ -17,14 +17,6 @@ from testkit import REPO
 
 PACKAGE = "secure_ml"
 
-#: cycles being cut on parallel branches; the lead removes this list after merging
-ALLOWED_PAIRS = {
-    # cut by the lead's branch in issue 13
-    frozenset({"secure_ml.session", "secure_ml.release.reveal"}),
-    # cut by the lead's branch in issue 13
-    frozenset({"secure_ml.bench.harness", "secure_ml.bench.report"}),
-}
-
 
 def module_names(root: Path) -> dict[str, Path]:
     """Every module of the package under ``root``, by dotted name."""
@@ -133,26 +125,9 @@ def _cycle_in(component: set[str], graph: Mapping[str, set[str]]) -> list[str]:
     raise AssertionError(f"no cycle in component {sorted(component)}")
 
 
-def without_allowed(graph: Mapping[str, set[str]]) -> dict[str, set[str]]:
-    return {
-        a: {b for b in targets if frozenset({a, b}) not in ALLOWED_PAIRS}
-        for a, targets in graph.items()
-    }
-
-
 def test_no_import_cycles():
-    cycles = find_cycles(without_allowed(import_graph(REPO)))
+    cycles = find_cycles(import_graph(REPO))
     assert not cycles, "import cycles:\n" + "\n".join(" -> ".join(c) for c in cycles)
-
-
-def test_allowed_pairs_are_still_cycles():
-    graph = import_graph(REPO)
-    stale = [
-        sorted(pair)
-        for pair in ALLOWED_PAIRS
-        if not all(b in graph.get(a, ()) for a, b in (sorted(pair), sorted(pair)[::-1]))
-    ]
-    assert not stale, f"these cycles are cut: remove them from ALLOWED_PAIRS: {stale}"
 
 
 def test_the_finder_sees_function_level_and_type_checking_imports(tmp_path):
