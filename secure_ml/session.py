@@ -1,20 +1,26 @@
 """Session: one party's runtime for one run.
 
-A ``Session`` connects this process to the other parties through our CrypTen
-communicator (bounded timeouts), applies CrypTen's configuration for this run
-only (``cfg.temp_override``; nothing global is left behind), checks that every
-party runs the same spec, and offers the two doors of the shared domain:
-``share`` (in) and ``reveal`` (out, to named receivers only).
+A ``Session`` joins this process to the others over the run's links (the one
+message path, ``secure_ml.transport.links``), checks that every process runs
+the same spec and, in CrypTen's world, installs our CrypTen communicator on
+those links and applies CrypTen's configuration for this run only
+(``cfg.temp_override``; nothing global is left behind). It offers the two
+doors of the shared domain, ``share`` (in) and ``reveal`` (out, to named
+receivers only), and, for parties outside CrypTen's world, direct messages
+and ``send_shares``/``receive_shares``.
 
 Start-up, stage by stage:
 
-1. every process (compute parties and the dealer) joins the process groups;
+1. every process (compute parties, the dealer, parties outside CrypTen's
+   world) joins the run's process group and gets its links, with the spec's
+   codec (``[transport] codec``);
 2. every process sends its spec hash to all others: a mismatch stops every
    party with ``SpecMismatchError`` (parties learn each other's spec hashes);
-3. compute parties exchange 256-bit ChaCha20 keys with their neighbours (the
-   pairwise streams for sharings of zero) and, with a dealer, receive a key
-   from it for the triples it will correct: each party learns only the keys of
-   the streams it shares (see ``secure_ml.sharing.csprng``).
+3. in CrypTen's world only (crypten is never imported outside it): compute
+   parties exchange 256-bit ChaCha20 keys with their neighbours (the pairwise
+   streams for sharings of zero) and, with a dealer, receive a key from it for
+   the triples it will correct: each party learns only the keys of the
+   streams it shares (see ``secure_ml.sharing.csprng``).
 """
 
 from __future__ import annotations
@@ -324,6 +330,34 @@ class Session:
         rank = self._peer_rank(sender)
         data = self.links.recv_bytes(rank, limit=objects.MAX_OBJECT_BYTES)
         return decode_object(data, self.links.describe(rank))
+
+    def send_shares(self, value: torch.Tensor, *, limit: str = "product") -> None:
+        """Secret-share ``value`` to every compute party, without CrypTen (an input party).
+
+        Every compute party calls ``receive_shares(sender=<this party>, ...)``
+        (see ``secure_ml.sharing.inputs`` for what each party learns).
+        """
+        from secure_ml.sharing.inputs import send_shares
+
+        compute = [p.rank for p in self.roster.parties]
+        send_shares(self.links, value, compute, limit=limit)
+
+    def receive_shares(self, *, sender: str, shape: Sequence[int]) -> Any:
+        """The shared value party ``sender`` sent with ``send_shares``, or None if it was lost.
+
+        Every compute party gets None together when any one of them did not
+        receive its share (the sender died or dropped out), so they all go on
+        without it.
+        """
+        from secure_ml.sharing.inputs import receive_share
+
+        self._require_crypten("receive shares")
+        compute = [p.rank for p in self.roster.parties]
+        share = receive_share(self.links, self._peer_rank(sender), tuple(shape), compute)
+        if share is None:
+            log.info("no shares from %s: it dropped out; going on without it", sender)
+            return None
+        return load_crypten().mpc.MPCTensor.from_shares(share)
 
     def _peer_rank(self, name: str) -> int:
         rank = self.roster.by_name(name).rank

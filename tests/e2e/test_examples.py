@@ -22,3 +22,19 @@ def test_secure_mean_example_matches_the_pooled_mean():
     assert results["clinic_a"] is None and results["clinic_b"] is None
     pooled = float(second.rsplit(":", 1)[1])
     assert abs(results["registry"] - pooled) < 1e-2
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(180)
+def test_input_parties_example_totals_the_clinics_that_delivered():
+    out = subprocess.run(
+        [sys.executable, str(REPO / "protocols" / "python_input_parties.py")],
+        capture_output=True, text=True, timeout=170, check=True,
+    )  # fmt: skip
+    first, second = out.stdout.strip().splitlines()
+    results = ast.literal_eval(first)
+    # clinic_c failed and was dropped; clinics a and b return None; only the office opens
+    assert sorted(results) == ["clinic_a", "clinic_b", "office", "university"]
+    assert results["university"] is None and results["clinic_a"] is None
+    expected = ast.literal_eval(second.rsplit(":", 1)[1].strip())
+    assert [round(v) for v in results["office"]] == [round(v) for v in expected]

@@ -3,11 +3,12 @@
 A process with ``crypten = false`` joins the run's links but never CrypTen:
 two such processes run a protocol between themselves and neither imports
 crypten (checked at interpreter exit, after the session closed). An
-``optional`` input party secret-shares a value to the compute parties by
-hand (random ring elements, over its links) and is then killed; a second one
-is killed before it sends anything. The compute parties notice the second's
-loss (``PeerLost``), go on without it, reveal what the first sent and finish;
-the launcher drops both and the run succeeds.
+``optional`` input party secret-shares a value to the compute parties
+(``send_shares``: random ring elements over its links, no CrypTen) and is then
+killed; a second one is killed before it sends anything. The compute parties
+notice the second's loss together (``receive_shares`` returns None), go on
+without it, reveal what the first sent and finish; the launcher drops both and
+the run succeeds.
 """
 
 from __future__ import annotations
@@ -70,23 +71,7 @@ def test_two_processes_without_a_crypten_world_never_import_crypten(tmp_path):
 
 
 # ---------------------------------------------------------- optional parties --
-SCALE = 1 << 16  # CrypTen's fixed point: 16 fractional bits
 VALUE = torch.tensor([1.5, -2.25, 3.0])
-
-
-def share_by_hand(value: torch.Tensor, parties: int) -> list[torch.Tensor]:
-    """Additive shares of ``value``'s fixed-point encoding over Z_2^64 (int64 wraps)."""
-    import os
-
-    encoded = (value * SCALE).round().long()
-    masks = [
-        torch.frombuffer(bytearray(os.urandom(8 * value.nelement())), dtype=torch.long)
-        for _ in range(parties - 1)
-    ]
-    last = encoded.clone()
-    for mask in masks:
-        last -= mask
-    return [*masks, last]
 
 
 def input_party_then_killed(session):
@@ -96,26 +81,24 @@ def input_party_then_killed(session):
 
     from secure_ml.errors import PeerLost
 
-    compute = ["p0", "p1"]
     if session.name == "late":
         os.kill(os.getpid(), signal.SIGKILL)  # dies before sending anything
     if session.name == "client":
-        for name, share in zip(compute, share_by_hand(VALUE, 2), strict=True):
-            session.send(share, to=name)
-        for name in compute:  # wait until both hold their share, then die
+        session.send_shares(VALUE)
+        for name in ("p0", "p1"):  # wait until both hold their share, then die
             session.receive(torch.zeros(1), sender=name)
         os.kill(os.getpid(), signal.SIGKILL)
-    share = session.receive(torch.empty(3, dtype=torch.long), sender="client")
+    shared = session.receive_shares(sender="client", shape=(3,))
     session.send(torch.ones(1), to="client")
+    share = shared.share.clone()
+    late = session.receive_shares(sender="late", shape=(3,))
     lost = None
-    try:
-        session.receive(torch.empty(3, dtype=torch.long), sender="late")
+    try:  # the raw links say who was lost
+        session.receive(torch.empty(1), sender="late")
     except PeerLost as error:
         lost = (error.peer, str(error))
-    mpc = session.crypten.mpc
-    shared = mpc.MPCTensor.from_shares(share, precision=16)
     opened = session.reveal(shared * 2, to=["p0"], name="client value x2")
-    return {"opened": opened, "lost": lost}
+    return {"opened": opened, "late": late, "lost": lost, "share": share}
 
 
 def test_optional_parties_killed_midway_do_not_stop_the_others(tmp_path):
@@ -129,7 +112,10 @@ def test_optional_parties_killed_midway_do_not_stop_the_others(tmp_path):
     assert sorted(results) == ["p0", "p1"]  # the dropped parties return nothing
     assert torch.allclose(results["p0"]["opened"], VALUE * 2, atol=1e-4)
     assert results["p1"]["opened"] is None
+    # each compute party holds 64 random bits per element, not the encoded value
     for name in ("p0", "p1"):
+        assert not torch.equal(results[name]["share"], (VALUE * 65536).long()), name
+        assert results[name]["late"] is None, name
         peer, message = results[name]["lost"]
         assert peer == 3 and "lost the link to party late (rank 3)" in message
     dropped = [line for line in said if "dropped out" in line]
