@@ -33,9 +33,12 @@ def party(rank: int, parties: int, rendezvous: str) -> None:
     import torch
     import torch.distributed as dist
 
+    from secure_ml.transport import links as links_module
     from secure_ml.transport.links import join
 
     torch.set_num_threads(1)
+    if os.environ.get("CHUNK"):  # to compare chunk sizes: CHUNK=8192 ...
+        links_module.PIPELINE_CHUNK_ELEMENTS = int(os.environ["CHUNK"])
     links = join(rank=rank, size=parties, rendezvous=rendezvous, timeout_s=120)
     members = list(range(parties))
 
@@ -52,17 +55,17 @@ def party(rank: int, parties: int, rendezvous: str) -> None:
     for size in SIZES:
         x = torch.randint(-(2**62), 2**62, (size,))
         expected = gloo(x)
-        medians = {}
         for name, path in paths.items():
             if not torch.equal(path(x), expected):
                 raise SystemExit(f"{name} gave a wrong sum at {size} elements")
-            times = []
-            for _ in range(21 if size <= 1 << 18 else 7):
+        times: dict[str, list[float]] = {name: [] for name in paths}
+        for _ in range(31 if size <= 1 << 18 else 11):  # interleaved: drift hits all alike
+            for name, path in paths.items():
                 links.barrier(members)
                 started = time.perf_counter()
                 path(x)
-                times.append(time.perf_counter() - started)
-            medians[name] = statistics.median(times) * 1e3
+                times[name].append(time.perf_counter() - started)
+        medians = {name: statistics.median(t) * 1e3 for name, t in times.items()}
         if rank == 0:
             cells = "  ".join(f"{n} {m:7.2f} ms" for n, m in medians.items())
             ratios = "  ".join(

@@ -118,7 +118,7 @@ def _communicator_class() -> type:
             self._count(tensor.nelement())
             if src is None:
                 raise ProtocolAbort("a receive must name its sender (no wildcard receives)")
-            return self.links.recv(src, tensor.data.clone())
+            return self.links.recv(src, torch.empty_like(tensor.data))
 
         def isend(self, tensor, dst):
             self._count(tensor.nelement())

@@ -46,11 +46,20 @@ from secure_ml.transport.frames import Frames, PlainFrames
 
 #: openings to everyone up to this many elements take one direct exchange;
 #: larger ones a reduce-scatter and an all-gather over the same links.
-#: Measured on loopback (2 cores, medians): at 32K elements an exchange takes
-#: ~0.6-1.0 ms against gloo's all_reduce ~0.8-1.4 ms; at 1M elements (2
-#: parties) the exchange ~16 ms, gloo ~12 ms, the reduce-scatter/all-gather
-#: ~12 ms; with 3 parties ~13 ms against gloo's ~16 ms.
+#: Measured on loopback (2 cores, medians): at 4K-32K elements an exchange
+#: takes 0.4-0.7x gloo's all_reduce time; from 256K elements on it takes
+#: 1.1-2.2x (every party sends its whole tensor to every other), while the
+#: two-step path matches gloo (see PIPELINE_CHUNK_ELEMENTS).
 DIRECT_MAX_ELEMENTS = 1 << 15
+
+#: the two-step path moves a slice in chunks of this many elements, combining
+#: one chunk while the next travels. Measured on loopback (benchmarks/
+#: openings.py, interleaved medians, time / gloo's all_reduce at 256K, 1M, 4M
+#: elements): one message per slice 1.06, 1.02, 0.84 (2 parties) and 0.99,
+#: 0.89, 0.99 (3); chunks of 64K elements 1.72, 1.25, 1.00 and 1.27, 1.22,
+#: 1.18, as each message costs Python and gloo overhead that loopback does
+#: not hide. So chunks are large: only slices above 8 MB are split.
+PIPELINE_CHUNK_ELEMENTS = 1 << 20
 
 #: the length that precedes a bytes message
 _LENGTH = struct.Struct(">q")
@@ -60,6 +69,8 @@ Combine = Callable[..., torch.Tensor]
 
 class Pending:
     """A posted message; ``wait`` returns the payload (received) or ``None`` (sent)."""
+
+    __slots__ = ("_links", "_out", "_peer", "_wire", "_work")
 
     def __init__(self, links: Links, peer: int, work: Any, wire: torch.Tensor, out: Any) -> None:
         self._links, self._peer, self._work = links, peer, work
@@ -188,17 +199,42 @@ class Links:
         """
         if direct:
             return combine_all(self.exchange(payload, members), combine)
+        return self._reduce_scatter_all_gather(payload, list(members), combine)
+
+    def _reduce_scatter_all_gather(
+        self, payload: torch.Tensor, members: list[int], combine: Combine
+    ) -> torch.Tensor:
+        """Member ``i`` combines slice ``i`` and sends it on, chunk by chunk (pipelined).
+
+        Every receive and every first-step send is posted at once; each chunk
+        of this member's slice is combined as soon as the other members' copies
+        of it arrive and is sent on at once, while later chunks still travel.
+        Between two members, messages are posted in the same order on both
+        sides: first-step chunks, then second-step chunks.
+        """
+        me, chunk = members.index(self.rank), PIPELINE_CHUNK_ELEMENTS
+        others = [m for m in members if m != self.rank]
         slices = payload.tensor_split(len(members))
-        me = list(members).index(self.rank)
-        sends = {m: slices[i] for i, m in enumerate(members) if m != self.rank}
-        received = self._transfer(sends, {m: slices[me] for m in sends})
-        mine = combine_all([slices[me], *received.values()], combine)
         out = torch.empty_like(payload)
         parts = out.tensor_split(len(members))
-        parts[me].copy_(mine)
-        pending = [self.post_recv(m, parts[i]) for i, m in enumerate(members) if m != self.rank]
-        pending += [self.post_send(m, mine) for m in sends]
-        for message in pending:
+        copies = {m: torch.empty_like(slices[me]) for m in others}
+        arriving = {m: [self.post_recv(m, c) for c in copies[m].split(chunk)] for m in others}
+        gathering = [
+            self.post_recv(m, c) for i, m in enumerate(members) if m != self.rank
+            for c in parts[i].split(chunk)
+        ]  # fmt: skip
+        sent = [
+            self.post_send(m, c) for i, m in enumerate(members) if m != self.rank
+            for c in slices[i].split(chunk)
+        ]  # fmt: skip
+        for j, (own, total) in enumerate(
+            zip(slices[me].split(chunk), parts[me].split(chunk), strict=True)
+        ):
+            total.copy_(own)
+            for m in others:
+                combine(total, arriving[m][j].wait(), out=total)
+            sent += [self.post_send(m, total) for m in others]
+        for message in gathering + sent:
             message.wait()
         return out
 
