@@ -77,6 +77,11 @@ def _receivers(session: RevealSession, to: Sequence[str]) -> list[Party]:
         party = session.roster.by_name(party_name)
         if party.is_dealer:
             raise ValueError("the dealer is not a compute party and cannot receive values")
+        if not party.crypten:
+            raise ValueError(
+                f"party {party.name} is outside CrypTen's world (crypten = false) and holds no "
+                "shares: reveal to a compute party, which may send the result on"
+            )
         receivers.append(party)
     return receivers
 

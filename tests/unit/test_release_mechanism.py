@@ -127,3 +127,21 @@ def test_a_mechanism_that_is_not_one_is_refused_before_anything_happens():
             session(), FakeShared(torch.ones(1), log), to=["p1"], mechanism=PlaintextPerturb(log)
         )
     assert ("open", 1) not in log
+
+
+def test_a_party_outside_cryptens_world_cannot_receive():
+    spec = spec_from_dict(
+        {
+            "protocol": {"name": "python", "dealer": "ttp"},
+            "party": [
+                {"name": "p0", "roles": ["data_owner"]},
+                {"name": "p1", "roles": ["data_owner"]},
+                {"name": "client", "roles": ["receiver"], "crypten": False},
+            ],
+        }
+    )
+    log: list = []
+    me = Session(spec, rank=0, rendezvous="unused", out_dir="unused")
+    with pytest.raises(ValueError, match="client is outside CrypTen's world"):
+        reveal(me, FakeShared(torch.ones(2), log), to=["p0", "client"], mechanism=Offset(log))
+    assert log == []  # refused before the charge and before any opening
