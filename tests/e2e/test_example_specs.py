@@ -16,7 +16,8 @@ from secure_ml.errors import EXIT_CODES, DataError, SpecError
 PROTOCOLS = REPO / "protocols"
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 SMALL = ["train.epochs=1"]
-TINY_MLP = [*SMALL, "model.hidden=[8]"]
+#: the MLP example at its smallest: 8 hidden units, 1 epoch of batches of 128
+TINY_MLP = [*SMALL, "model.hidden=[8]", "train.batch_size=128"]
 
 
 def run(spec: str, out: Path, *overrides: str, env: dict | None = None) -> dict:
@@ -98,7 +99,7 @@ def test_kept_shares_train_then_infer(tmp_path):
     from secure_ml.spec import load_spec
 
     kept = tmp_path / "kept"
-    trained = run("mpc_train_kept_shares.toml", kept, "train.epochs=1")
+    trained = run("mpc_train_kept_shares.toml", kept, "train.epochs=1", "train.batch_size=128")
     assert "model" not in trained["revealed_to"] and not (kept / "model.pt").exists()
     assert len(list((kept / "parties").glob("*/model-shares.pt"))) == 3
     # each owner's scaler stays in its own directory, and names its columns
