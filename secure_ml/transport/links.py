@@ -101,7 +101,6 @@ class Links:
         self.size = size
         self.frames = frames or PlainFrames()
         self.names = tuple(names)
-        self.lost_peers: set[int] = set()
         #: payload bytes and messages, whatever the codec (outside CrypTen's counters)
         self.sent_bytes = self.received_bytes = self.sent_messages = 0
 
@@ -113,7 +112,6 @@ class Links:
 
     def lost(self, peer: int, error: BaseException) -> PeerLost:
         """The error for a message to or from ``peer`` that failed with ``error``."""
-        self.lost_peers.add(peer)
         text = str(error)
         if "closed" in text.lower() or "reset" in text.lower():
             why = "its connection closed (the process stopped or crashed)"
@@ -160,12 +158,7 @@ class Links:
     def recv_bytes(self, peer: int, *, limit: int) -> bytes:
         """Receive one bytes message; a declared length outside ``1..limit`` aborts."""
         length = self.recv(peer, torch.zeros(_LENGTH.size, dtype=torch.uint8))
-        (declared,) = _LENGTH.unpack(length.numpy().tobytes())
-        if not 0 < declared <= limit:
-            raise ProtocolAbort(
-                f"{self.describe(peer)} announced a message of {declared} bytes (allowed: "
-                f"1 to {limit}); stopping instead of waiting for it"
-            )
+        declared = self._declared(peer, length, limit)
         body = self.recv(peer, torch.empty(declared, dtype=torch.uint8))
         return body.numpy().tobytes()
 
@@ -300,6 +293,8 @@ class Links:
 
 def _bytes_tensors(data: bytes) -> tuple[torch.Tensor, torch.Tensor]:
     length = torch.frombuffer(bytearray(_LENGTH.pack(len(data))), dtype=torch.uint8)
+    if not data:  # torch.frombuffer refuses an empty buffer
+        return length, torch.empty(0, dtype=torch.uint8)
     return length, torch.frombuffer(bytearray(data), dtype=torch.uint8)
 
 
