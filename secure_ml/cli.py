@@ -5,6 +5,8 @@
     secure-ml dealer SPEC [--master-addr A --master-port P] [--out DIR]
     secure-ml spec check SPEC [--set ...]
     secure-ml bench [--suite quick|full] [--out DIR]
+    secure-ml keys init --party NAME [--out DIR]
+    secure-ml keys show KEY
 
 Every failure ends with one line on stderr that names the cause (and the party,
 for a party failure) and a non-zero exit code from ``secure_ml.errors``: the
@@ -62,6 +64,14 @@ def _parser() -> argparse.ArgumentParser:
         "--peers", help="folder of peer records (*.json, e.g. from `make bench-peers`) to add"
     )
 
+    keys = sub.add_parser("keys", help="long-term party keys (one pair per organisation)")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    init = keys_sub.add_parser("init", help="create this party's key pair")
+    init.add_argument("--party", required=True, help="the party's name, as in the spec")
+    init.add_argument("--out", default="keys", help="folder for NAME.key and NAME.pub")
+    show = keys_sub.add_parser("show", help="print a public key's fingerprint")
+    show.add_argument("key", help="a NAME.pub file (or NAME.key: its .pub beside it)")
+
     spec = sub.add_parser("spec", help="work with spec files")
     spec_sub = spec.add_subparsers(dest="spec_command", required=True)
     check = spec_sub.add_parser("check", help="validate SPEC and print its summary")
@@ -93,6 +103,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _party(args)
         if args.command == "bench":
             return _bench(args)
+        if args.command == "keys":
+            return _keys(args)
         return _spec_check(args)
     except (SecureMLError, KeyboardInterrupt) as error:
         print(f"error: {error}", file=sys.stderr)
@@ -105,6 +117,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return exit_code_for(error)
+
+
+def _keys(args: argparse.Namespace) -> int:
+    from secure_ml.keys import init_keys, load_public
+    from secure_ml.spec import check_party_name
+
+    if args.keys_command == "init":
+        check_party_name(args.party, where="--party")
+        private_path, public = init_keys(args.party, args.out)
+        print(f"private key: {private_path} (mode 0600: keep it on this machine, never send it)")
+        print(f"public key:  {private_path.with_suffix('.pub')} (send it to the other parties)")
+        print(f"fingerprint: {public.fingerprint}")
+        return 0
+    public = load_public(args.key)
+    print(f"{public.party}  {public.fingerprint}")
+    return 0
 
 
 def _run(args: argparse.Namespace) -> int:

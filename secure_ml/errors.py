@@ -64,6 +64,10 @@ class PrivacyBudgetExceeded(SecureMLError):
     """
 
 
+class KeyMaterialError(SecureMLError):
+    """A party key file is missing, malformed, exposed, or would be overwritten."""
+
+
 class PartyFailure(SecureMLError):
     """A party process failed (raised, exited non-zero, was killed or stalled).
 
@@ -102,6 +106,7 @@ EXIT_CODES: dict[type[SecureMLError], int] = {
     OutputInUse: 11,
     PrivacyBudgetExceeded: 12,
     PeerLost: 13,
+    KeyMaterialError: 14,
 }
 
 #: exit code for an exception that is not a SecureMLError (a bug, or Ctrl-C)

@@ -255,12 +255,21 @@ def _local_kind(kind: str) -> bool:
 # ------------------------------------------------------ keys of the common --
 
 
+_NAME_RULE = "a name of letters, digits, '_' or '-', starting with a letter (at most 64)"
+
+
 def _party_name(v: Any) -> str | None:
     if v == DEALER_NAME:
         return f"a name other than {DEALER_NAME!r} (reserved for the trusted third party)"
     if _NAME_RE.match(v):
         return None
-    return "a name of letters, digits, '_' or '-', starting with a letter (at most 64)"
+    return _NAME_RULE
+
+
+def check_party_name(name: str, *, where: str) -> None:
+    """Refuse what cannot name a party or the dealer (names also name key files)."""
+    if not _NAME_RE.match(name):
+        raise SpecError(f"{where} {shown(name)}: must be {_NAME_RULE}")
 
 
 def _layer_sizes(v: Any) -> str | None:
