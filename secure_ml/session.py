@@ -229,19 +229,8 @@ class Session:
 
     def _check_same_spec(self) -> None:
         # every process, CrypTen's or not, over the links; JSON, never a pickle
-        from secure_ml.transport import objects
-        from secure_ml.transport.communicator import decode_object
-
-        everyone = self.links.all_gather_bytes(
-            objects.encode(self.spec.hash),
-            range(self.links.size),
-            limit=objects.MAX_OBJECT_BYTES,
-        )
+        digests = self.links.all_gather_obj(self.spec.hash, range(self.links.size))
         names = [p.name for p in self.roster.processes]
-        digests = [
-            self.spec.hash if rank == self.rank else decode_object(data, self.links.describe(rank))
-            for rank, data in enumerate(everyone)
-        ]
         if not all(isinstance(digest, str) for digest in digests):
             raise SpecMismatchError("a party sent a spec hash that is not a string")
         hashes = dict(zip(names, digests, strict=True))
@@ -318,18 +307,11 @@ class Session:
 
     def send_object(self, obj: Any, *, to: str) -> None:
         """Send a JSON-like object (see ``transport.objects``) to party ``to``."""
-        from secure_ml.transport import objects
-
-        self.links.send_bytes(self._peer_rank(to), objects.encode(obj))
+        self.links.send_obj(obj, self._peer_rank(to))
 
     def receive_object(self, *, sender: str) -> Any:
         """Receive one object from party ``sender`` (parsed, never unpickled)."""
-        from secure_ml.transport import objects
-        from secure_ml.transport.communicator import decode_object
-
-        rank = self._peer_rank(sender)
-        data = self.links.recv_bytes(rank, limit=objects.MAX_OBJECT_BYTES)
-        return decode_object(data, self.links.describe(rank))
+        return self.links.recv_obj(self._peer_rank(sender))
 
     def send_shares(self, value: torch.Tensor, *, limit: str = "product") -> None:
         """Secret-share ``value`` to every compute party, without CrypTen (an input party).

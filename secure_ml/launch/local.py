@@ -293,8 +293,8 @@ def _show_progress(
     processes: list[PartyProcess], seen: dict[str, str | None], started: float, view: View
 ) -> None:
     """Print a line when every required party has reached a new stage (concise)."""
-    compute = [p for p in processes if not _lingers(p.party)]
-    messages = {p.reader.progress() for p in compute}
+    required = [p for p in processes if not _lingers(p.party)]
+    messages = {p.reader.progress() for p in required}
     if len(messages) != 1:
         return
     (message,) = messages

@@ -32,10 +32,9 @@ elements it sends plus those it receives (an opening to one party counts
 ``sys.getsizeof``, the top-level container only).
 
 Object messages (shapes, dealer requests, announcements, a model's ONNX graph)
-are never pickled: ``send_obj``, ``recv_obj``, ``broadcast_obj`` and
-``all_gather_obj`` carry the JSON-and-bytes format of
-``secure_ml.transport.objects``, and a message from a peer that does not parse
-raises ``ProtocolAbort`` naming that peer.
+are never pickled: ``send_obj``, ``recv_obj`` and ``broadcast_obj`` carry the
+links' JSON-and-bytes messages (``secure_ml.transport.objects``), and a message
+from a peer that does not parse raises ``ProtocolAbort`` naming that peer.
 
 Ranks: the compute parties are ``0..world_size-1``; when a dealer (TTP) takes
 part it is rank ``world_size``, as in CrypTen. Processes outside CrypTen's
@@ -45,7 +44,6 @@ world (higher ranks) share the links but never this communicator.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -53,7 +51,6 @@ import torch.distributed as dist
 
 from secure_ml.compat import load_crypten
 from secure_ml.errors import ProtocolAbort
-from secure_ml.transport import objects
 from secure_ml.transport.links import DIRECT_MAX_ELEMENTS, Links, combine_all
 
 log = logging.getLogger(__name__)
@@ -230,43 +227,26 @@ def _communicator_class() -> type:
                 self._log_communication(nelement)
 
         # ------------------------------------------------------ objects --
-        # JSON and raw bytes (secure_ml.transport.objects), length-prefixed on
-        # the links; counted as the bytes that travel, one round per message.
+        # The links' object messages (JSON and raw bytes, length-prefixed);
+        # counted as the bytes that travel, one round per message.
         def send_obj(self, obj, dst, group=None):
-            data = objects.encode(obj)
-            self.links.send_bytes(dst, data)
-            self._count_bytes(len(data) + _LENGTH_BYTES)
+            sent = self.links.sent_bytes
+            self.links.send_obj(obj, dst)
+            self._count_bytes(self.links.sent_bytes - sent)
 
         def recv_obj(self, src, group=None):
-            data = self.links.recv_bytes(src, limit=objects.MAX_OBJECT_BYTES)
-            self._count_bytes(len(data) + _LENGTH_BYTES)
-            return self._decode(data, src)
+            received = self.links.received_bytes
+            obj = self.links.recv_obj(src)
+            self._count_bytes(self.links.received_bytes - received)
+            return obj
 
         def broadcast_obj(self, obj, src, group=None):
-            members = self._members(group)
-            if self.rank == src:
-                data = objects.encode(obj)
-                for peer in members:
-                    if peer != src:
-                        self.links.send_bytes(peer, data)
-                self._count_bytes((len(members) - 1) * (len(data) + _LENGTH_BYTES))
-                return obj
-            return self.recv_obj(src)
-
-        def all_gather_obj(self, obj, members: Sequence[int] | None = None) -> list:
-            """Every process in ``members`` (default: the whole run) sends ``obj``; all get all."""
-            members = tuple(range(self.links.size)) if members is None else tuple(members)
-            data = objects.encode(obj)
-            received = self.links.all_gather_bytes(data, members, limit=objects.MAX_OBJECT_BYTES)
-            nbytes = sum(len(d) + _LENGTH_BYTES for d in received)
-            self._count_bytes(nbytes + (len(members) - 2) * (len(data) + _LENGTH_BYTES))
-            return [
-                obj if m == self.rank else self._decode(d, m)
-                for m, d in zip(members, received, strict=True)
-            ]
-
-        def _decode(self, data: bytes, peer: int):
-            return decode_object(data, self.links.describe(peer))
+            if self.rank != src:
+                return self.recv_obj(src)
+            sent = self.links.sent_bytes
+            self.links.send_obj(obj, *(m for m in self._members(group) if m != src))
+            self._count_bytes(self.links.sent_bytes - sent)
+            return obj
 
         def _count_bytes(self, nbytes: int) -> None:
             # CrypTen logs 8-byte elements; a fraction keeps the byte count exact
@@ -275,21 +255,6 @@ def _communicator_class() -> type:
 
     return SecureMLCommunicator
 
-
-def decode_object(data: bytes, sender: str):
-    """An object message from ``sender``; a malformed one aborts, naming the sender."""
-    try:
-        return objects.decode(data)
-    except objects.MalformedObject as e:
-        raise ProtocolAbort(
-            f"{sender} sent a malformed object message: {e}; secure_ml parses object "
-            "messages as JSON and never unpickles them, so nothing it sent was run. "
-            "Every party must run secure_ml (same version)"
-        ) from None
-
-
-#: the int64 length that precedes every bytes message
-_LENGTH_BYTES = 8
 
 _COMBINE = {
     dist.ReduceOp.SUM: torch.add,  # arithmetic shares; int64 wraps like Z_2^64

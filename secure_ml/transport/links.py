@@ -42,6 +42,7 @@ import torch
 import torch.distributed as dist
 
 from secure_ml.errors import PeerLost, ProtocolAbort
+from secure_ml.transport import objects
 from secure_ml.transport.frames import Frames, PlainFrames
 
 #: openings to everyone up to this many elements take one direct exchange;
@@ -161,6 +162,39 @@ class Links:
         declared = self._declared(peer, length, limit)
         body = self.recv(peer, torch.empty(declared, dtype=torch.uint8))
         return body.numpy().tobytes()
+
+    # ------------------------------------------------------- objects --
+    # JSON and raw bytes (``objects.py``), never a pickle; a message that does
+    # not parse aborts, naming its sender.
+    def send_obj(self, obj: Any, *peers: int) -> None:
+        """Send ``obj`` to each of ``peers`` (encoded once)."""
+        data = objects.encode(obj)
+        for peer in peers:
+            self.send_bytes(peer, data)
+
+    def recv_obj(self, peer: int) -> Any:
+        """One object message from ``peer``, parsed."""
+        return self._decode(self.recv_bytes(peer, limit=objects.MAX_OBJECT_BYTES), peer)
+
+    def all_gather_obj(self, obj: Any, members: Sequence[int]) -> list[Any]:
+        """Every member sends ``obj`` to every other; all get all, in ``members`` order."""
+        received = self.all_gather_bytes(
+            objects.encode(obj), members, limit=objects.MAX_OBJECT_BYTES
+        )
+        return [
+            obj if m == self.rank else self._decode(data, m)
+            for m, data in zip(members, received, strict=True)
+        ]
+
+    def _decode(self, data: bytes, peer: int) -> Any:
+        try:
+            return objects.decode(data)
+        except objects.MalformedObject as e:
+            raise ProtocolAbort(
+                f"{self.describe(peer)} sent a malformed object message: {e}; secure_ml parses "
+                "object messages as JSON and never unpickles them, so nothing it sent was run. "
+                "Every party must run secure_ml (same version)"
+            ) from None
 
     # ------------------------------------------------------ patterns --
     def exchange(self, payload: torch.Tensor, members: Sequence[int]) -> list[torch.Tensor]:
