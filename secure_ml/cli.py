@@ -1,8 +1,10 @@
 """The ``secure-ml`` command (also ``python -m secure_ml``).
 
     secure-ml run SPEC [--out DIR] [--set key.path=value ...] [--timeout S]
-    secure-ml party SPEC --rank R [--master-addr A --master-port P] [--out DIR]
-    secure-ml dealer SPEC [--master-addr A --master-port P] [--out DIR]
+    secure-ml party SPEC --rank R [--master-addr A --master-port P] [--iface IF]
+                         [--keys DIR] [--out DIR]
+    secure-ml dealer SPEC [--master-addr A --master-port P] [--iface IF] [--keys DIR]
+                          [--out DIR]
     secure-ml spec check SPEC [--set ...]
     secure-ml bench [--suite quick|full] [--out DIR]
     secure-ml keys init --party NAME [--out DIR]
@@ -50,6 +52,11 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument("--rank", type=int, help="this party's rank (default: $RANK)")
         p.add_argument("--master-addr", help="rank 0's address (default: $MASTER_ADDR)")
         p.add_argument("--master-port", type=int, help="rank 0's port (default: $MASTER_PORT)")
+        p.add_argument(
+            "--iface",
+            help="network interface carrying the parties' addresses (sets GLOO_SOCKET_IFNAME; "
+            "needed when this host's name resolves to loopback)",
+        )
         p.add_argument("--out", default="runs/party", help="this party's output folder")
         p.add_argument("--control", help=argparse.SUPPRESS)
         p.add_argument(
@@ -82,15 +89,23 @@ def _parser() -> argparse.ArgumentParser:
 def _spec_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("spec", help="spec file (TOML)")
     p.add_argument(
+        "--keys",
+        metavar="DIR",
+        help="folder with this party's NAME.key and every party's NAME.pub "
+        "(sets [transport] keys; encrypted channels)",
+    )
+    p.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE",
         help="override a spec value, e.g. --set train.epochs=3 (repeatable)",
     )  # fmt: skip
 
 
-def _load(path: str, overrides: Sequence[str]) -> Spec:
+def _load(path: str, overrides: Sequence[str], keys: str | None = None) -> Spec:
     if path.endswith(".json"):  # the resolved spec a launcher hands its children
         data = json.loads(Path(path).read_text())
         return spec_from_dict(data["spec"], source=data["source"])
+    if keys is not None:  # relative to where the command runs, as a flag should be
+        overrides = [*overrides, f"transport.keys={json.dumps(str(Path(keys).resolve()))}"]
     return load_spec(path, overrides)
 
 
@@ -138,7 +153,7 @@ def _keys(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from secure_ml.api import run_protocol
 
-    spec = _load(args.spec, args.set)
+    spec = _load(args.spec, args.set, args.keys)
     view = None if args.quiet else (lambda line: print(line, flush=True))
     result = run_protocol(spec, out=args.out, timeout=args.timeout, view=view)
     print(_summary(result, args.out))
@@ -167,7 +182,9 @@ def _party(args: argparse.Namespace) -> int:
     from secure_ml.launch.env import read_party_env
     from secure_ml.launch.party import Job, run_party
 
-    spec = _load(args.spec, args.set)
+    spec = _load(args.spec, args.set, args.keys)
+    if args.iface:  # before the process group forms: gloo reads it then
+        os.environ["GLOO_SOCKET_IFNAME"] = args.iface
     if args.command == "party" and spec.protocol.name == "python" and not args.function:
         raise SpecError(
             f"{args.spec}: [protocol] name = 'python' runs a user function; start it "
@@ -211,7 +228,7 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _spec_check(args: argparse.Namespace) -> int:
-    spec = _load(args.spec, args.set)
+    spec = _load(args.spec, args.set, args.keys)
     roster = spec.roster
     print(f"{args.spec}: ok ({spec.protocol.name}, spec hash {spec.hash[:16]})")
     for party in roster.processes:

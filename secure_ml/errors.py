@@ -56,6 +56,12 @@ class PeerLost(ProtocolAbort):
         self.peer = peer
 
 
+class ChannelError(ProtocolAbort):
+    """An encrypted channel between two processes failed: a peer could not prove
+    its identity with its long-term key, or a message failed authentication
+    (tampered with, replayed, reordered, or one before it was dropped)."""
+
+
 class PrivacyBudgetExceeded(SecureMLError):
     """A release mechanism refused a reveal: it would overspend a privacy budget.
 
@@ -107,6 +113,7 @@ EXIT_CODES: dict[type[SecureMLError], int] = {
     PrivacyBudgetExceeded: 12,
     PeerLost: 13,
     KeyMaterialError: 14,
+    ChannelError: 15,
 }
 
 #: exit code for an exception that is not a SecureMLError (a bug, or Ctrl-C)

@@ -5,7 +5,8 @@ roles; the dealer included), ``metrics`` (each party contributes what it
 learned; the launcher adds the plaintext baseline), ``privacy``, ``comm``
 (``bytes`` = all bytes sent by the compute parties and the dealer, ``rounds`` =
 the largest round count of any compute party, ``per_party``), ``timings``
-(seconds: ``total``, ``setup``, ``compute``), ``versions``, ``revealed_to``, and
+(seconds: ``total``, ``setup``, ``compute``), ``transport`` (the codec, and
+whether the links were ``encrypted`` or ``plain``), ``versions``, ``revealed_to``, and
 ``dropped`` (optional parties that failed, and why) when any did.
 """
 
@@ -59,6 +60,12 @@ def merge_metrics(records: list[dict[str, Any]]) -> dict[str, Any]:
     return metrics
 
 
+def merge_channel(records: list[dict[str, Any]]) -> str:
+    """``encrypted`` or ``plain``: one handshake decides it for every link of a run."""
+    channels = {r["channel"] for r in records}
+    return channels.pop() if len(channels) == 1 else "mixed: " + ", ".join(sorted(channels))
+
+
 def merge_timings(records: list[dict[str, Any]], total: float) -> dict[str, float]:
     """``total`` (launcher wall time), then each stage's slowest party."""
     timings = {"total": total}
@@ -98,6 +105,7 @@ def assemble(
         "metrics": metrics,
         "privacy": privacy,
         "comm": merge_comm(records),
+        "transport": {"codec": spec.transport.codec, "channel": merge_channel(records)},
         "timings": merge_timings(records, outcome.wall_seconds),
         "peak_rss_mb": {r["party"]["name"]: r["peak_rss_mb"] for r in records},
         "versions": versions(),

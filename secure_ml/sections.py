@@ -69,6 +69,10 @@ class Section:
         """The value of an absent section."""
         return None if self.optional or self.many else self.cls()
 
+    def default_table(self) -> dict[str, Any]:
+        """The plain table of the section's defaults."""
+        return self.plain(self.cls())
+
     def plain(self, value: Any) -> dict[str, Any]:
         """One table as TOML-shaped data: no None values, lists for tuples."""
         defaults = _defaults(self.cls)
@@ -84,9 +88,19 @@ class Section:
         out = dict(table)
         for key, item in table.items():
             hash_as = self.keys[key].hash_as
-            if hash_as is not None:
+            if hash_as is unhashed:
+                del out[key]
+            elif hash_as is not None:
                 out[key] = hash_as(item)
         return out
+
+
+def unhashed(value: Any) -> None:
+    """``hash_as`` for a party-local key that stays out of the hash entirely.
+
+    (A key set on one host only, like a folder of key files, must not make
+    the hashes differ.)
+    """
 
 
 _SECTIONS: dict[str, Section] = {}

@@ -14,19 +14,26 @@ Start-up, stage by stage:
 1. every process (compute parties, the dealer, parties outside CrypTen's
    world) joins the run's process group and gets its links, with the spec's
    codec (``[transport] codec``);
-2. every process sends its spec hash to all others: a mismatch stops every
+2. every pair of processes runs the channel handshake
+   (``secure_ml.keys.exchange``): unless every process is on loopback (or the
+   spec switched encryption off), each proves its identity with its long-term
+   key and every later message is sealed with AES-GCM under per-link,
+   per-direction keys; a peer without the right key is refused here;
+3. every process sends its spec hash to all others: a mismatch stops every
    party with ``SpecMismatchError`` (parties learn each other's spec hashes);
-3. in CrypTen's world only (crypten is never imported outside it): compute
+4. in CrypTen's world only (crypten is never imported outside it): compute
    parties exchange 256-bit ChaCha20 keys with their neighbours (the pairwise
    streams for sharings of zero) and, with a dealer, receive a key from it for
    the triples it will correct: each party learns only the keys of the
-   streams it shares (see ``secure_ml.sharing.csprng``).
+   streams it shares (see ``secure_ml.sharing.csprng``). These keys travel
+   on the links, so across hosts they are sealed like everything else.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack, nullcontext
@@ -42,6 +49,13 @@ from secure_ml.release import ReleaseMechanism, reveal
 from secure_ml.spec import Spec
 
 log = logging.getLogger("secure_ml.session")
+
+PLAINTEXT_WARNING = (
+    "UNENCRYPTED CHANNELS: [transport] encryption = 'off' with insecure_plaintext = true. "
+    "Every share, stream key and message of this run travels in the clear: anyone on the "
+    "network between the parties can rebuild every shared value. Use encryption = 'auto' "
+    "unless the network is trusted."
+)
 
 TFP_WARNING = (
     "INSECURE DEALER: dealer = 'tfp' with insecure_dealer = true. Party 0 ({name}) "
@@ -75,6 +89,8 @@ class Session:
         self._stack: ExitStack | None = None
         self.precompute: Any = None  # secure_ml.sharing.precompute.Precompute, with a TTP
         self.links: Any = None  # secure_ml.transport.links.Links, once started
+        #: "encrypted" or "plain", once the handshake ran
+        self.channel: str | None = None
 
     # ---------------------------------------------------------- identity --
     @property
@@ -142,11 +158,50 @@ class Session:
         )
         self._stack.callback(leave)
         self._stack.callback(self._write_link_counts)
+        self._open_channels()
         self._check_same_spec()
         if self.in_crypten:
             self._start_crypten()
         self.setup_seconds = time.perf_counter() - started
         log.info("session ready: %s (rank %d) in %.2fs", self.name, self.rank, self.setup_seconds)
+
+    def _open_channels(self) -> None:
+        """The handshake with every peer; seal every later message when it says so."""
+        from secure_ml.keys.exchange import channel_mode, establish
+        from secure_ml.transport.frames import with_inner
+
+        transport = self.spec.transport
+        mode = channel_mode(
+            transport.encryption, self.rendezvous, os.environ.get("GLOO_SOCKET_IFNAME")
+        )
+        sealed = establish(
+            self.links,
+            mode=mode,
+            names=tuple(p.name for p in self.roster.processes),
+            keys=self._key_ring,
+        )
+        if transport.encryption == "off":
+            log.warning(PLAINTEXT_WARNING)
+        if sealed is None:
+            self.channel = "plain"
+            return
+        self.links.frames = with_inner(self.links.frames, sealed)
+        self.channel = "encrypted"
+        log.info("every link is encrypted and authenticated (AES-256-GCM)")
+
+    def _key_ring(self) -> Any:
+        from secure_ml.errors import KeyMaterialError
+        from secure_ml.keys.exchange import KeyRing
+
+        folder = self.spec.transport.keys
+        if folder is None:
+            raise KeyMaterialError(
+                "encryption is on (a process of this run is not on loopback) but no keys "
+                "were given: create each party's keys with `secure-ml keys init --party "
+                "NAME`, put this party's NAME.key and every party's NAME.pub in one folder, "
+                "and pass --keys DIR (or set [transport] keys)"
+            )
+        return KeyRing(folder=Path(folder), me=self.name)
 
     def _start_crypten(self) -> None:
         """Install CrypTen's configuration and communicator, keys, dealer and pool."""

@@ -59,6 +59,7 @@ from secure_ml.sections import (
     register_section,
     registered,
     shown,
+    unhashed,
 )
 
 #: ``dealer = "none"``: no dealer process, for runs without a CrypTen world
@@ -69,6 +70,9 @@ DATA_SCHEMES = ("csv",)
 #: plain: as is (trusted loopback); audit: plain, and every byte and message
 #: per link is counted into the party's output
 CODECS = ("plain", "audit")
+#: ``[transport] encryption``: auto (on unless every process is on loopback),
+#: on, or off (only with insecure_plaintext = true)
+ENCRYPTION = ("auto", "on", "off")
 _NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
 
 
@@ -145,9 +149,16 @@ class LaunchSpec:
 
 @dataclass(frozen=True)
 class TransportSpec:
-    """How messages between parties are encoded; all parties must agree."""
+    """How messages between parties are encoded and protected; all parties must agree.
+
+    ``keys`` is party-local: the folder with this process's ``NAME.key`` and
+    every process's ``NAME.pub`` (``secure-ml keys init``).
+    """
 
     codec: str = "plain"
+    encryption: str = "auto"
+    insecure_plaintext: bool = False
+    keys: str | None = None
 
 
 #: the sections that are fields of ``Spec`` (``party`` as ``parties``); every
@@ -208,7 +219,7 @@ class Spec:
                 out[section.name] = [section.plain(item) for item in value]
                 continue
             table = section.plain(value)
-            if section.omit_default and table == section.plain(section.default()):
+            if section.omit_default and table == section.default_table():
                 continue
             out[section.name] = table
         return out
@@ -223,8 +234,11 @@ class Spec:
                 continue
             if section.many:
                 shared[name] = [section.hashed_form(item) for item in table]
-            else:
-                shared[name] = section.hashed_form(table)
+                continue
+            form = section.hashed_form(table)
+            # a table that differs from its default only in unhashed keys hashes as absent
+            if not (section.omit_default and form == section.hashed_form(section.default_table())):
+                shared[name] = form
         canonical = json.dumps(shared, sort_keys=True, separators=(",", ":"), default=list)
         return hashlib.sha256(canonical.encode()).hexdigest()
 
@@ -326,6 +340,23 @@ def _check_dealer(spec: Spec, fail: Fail) -> None:
             f"{spec.source}: [protocol]: dealer = 'tfp' lets party 0 generate every Beaver "
             "triple and so decrypt everything; use dealer = 'ttp' (default), or also set "
             "insecure_dealer = true if party 0 may see all data"
+        )
+
+
+def _check_transport(spec: Spec, fail: Fail) -> None:
+    """Encryption goes off only when the spec says it knows the risk."""
+    transport = spec.transport
+    if transport.encryption == "off" and not transport.insecure_plaintext:
+        raise UnsafeConfigurationError(
+            f"{spec.source}: [transport]: encryption = 'off' sends every share, key and "
+            "message in the clear when parties are on different machines; use "
+            "encryption = 'auto' (default), or also set insecure_plaintext = true"
+        )
+    if transport.insecure_plaintext and transport.encryption != "off":
+        raise fail(
+            "[transport]",
+            "insecure_plaintext = true goes only with encryption = 'off' (it is the "
+            "acknowledgement that turns encryption off)",
         )
 
 
@@ -443,7 +474,13 @@ register_section(
     Section(
         name="transport",
         cls=TransportSpec,
-        keys={"codec": Key((str,), one_of(CODECS))},
+        keys={
+            "codec": Key((str,), one_of(CODECS)),
+            "encryption": Key((str,), one_of(ENCRYPTION), omit_default=True),
+            "insecure_plaintext": Key((bool,), omit_default=True),
+            "keys": Key((str,), hash_as=unhashed),
+        },
+        check=_check_transport,
         omit_default=True,  # specs from before [transport] keep their hash
         owner=_OWNER,
     )
@@ -536,6 +573,9 @@ def spec_from_dict(
         common["model"] = _resolve_model_paths(common["model"], base_dir)
     if base_dir is not None and "data" in common:
         common["data"] = _resolve_source_root(common["data"], base_dir)
+    transport = common.get("transport")
+    if base_dir is not None and transport is not None and transport.keys is not None:
+        common["transport"] = replace(transport, keys=_resolve(base_dir, transport.keys))
     spec = Spec(parties=parties, source=source, sections=family, **common)
     _cross_checks(v, spec)
     return spec

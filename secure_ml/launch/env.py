@@ -73,4 +73,8 @@ def party_env_vars(*, rank: int, world_size: int, rendezvous: str) -> dict[str, 
         "OMP_NUM_THREADS": "1",
         "MKL_NUM_THREADS": "1",
         "PYTHONUNBUFFERED": "1",
+        # every process of a local run binds to loopback, whatever this host's
+        # name resolves to: its traffic never leaves the host, and the channel
+        # handshake can tell (no encryption needed on trusted loopback)
+        "GLOO_SOCKET_IFNAME": "lo",
     }

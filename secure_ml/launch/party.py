@@ -132,6 +132,7 @@ def _party_record(
         "timings": {"setup": session.setup_seconds, "compute": compute, **output["timings"]},
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "revealed_to": session.revealed,
+        "channel": session.channel,
         "versions": versions(),
     }
 

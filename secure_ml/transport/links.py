@@ -35,6 +35,7 @@ deterministic in what it sends).
 from __future__ import annotations
 
 import struct
+from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -71,10 +72,12 @@ Combine = Callable[..., torch.Tensor]
 class Pending:
     """A posted message; ``wait`` returns the payload (received) or ``None`` (sent)."""
 
-    __slots__ = ("_links", "_out", "_peer", "_wire", "_work")
+    __slots__ = ("_links", "_out", "_peer", "_seq", "_wire", "_work")
 
-    def __init__(self, links: Links, peer: int, work: Any, wire: torch.Tensor, out: Any) -> None:
-        self._links, self._peer, self._work = links, peer, work
+    def __init__(
+        self, links: Links, peer: int, seq: int, work: Any, wire: torch.Tensor, out: Any
+    ) -> None:
+        self._links, self._peer, self._seq, self._work = links, peer, seq, work
         self._wire, self._out = wire, out
 
     def wait(self) -> torch.Tensor | None:
@@ -84,7 +87,7 @@ class Pending:
             raise self._links.lost(self._peer, error) from None
         if self._out is None:
             return None
-        return self._links.frames.open(self._peer, self._wire, self._out)
+        return self._links.frames.open(self._peer, self._seq, self._wire, self._out)
 
 
 class Links:
@@ -104,6 +107,10 @@ class Links:
         self.names = tuple(names)
         #: payload bytes and messages, whatever the codec (outside CrypTen's counters)
         self.sent_bytes = self.received_bytes = self.sent_messages = 0
+        #: per peer, the sequence number of the next message posted each way;
+        #: the codec's nonces (both ends post in the same order)
+        self._next_send: Counter[int] = Counter()
+        self._next_recv: Counter[int] = Counter()
 
     # ------------------------------------------------------ naming --
     def describe(self, peer: int) -> str:
@@ -124,24 +131,28 @@ class Links:
 
     # ------------------------------------------------ point to point --
     def post_send(self, peer: int, payload: torch.Tensor) -> Pending:
-        wire = self.frames.seal(peer, payload)
+        seq = self._next_send[peer]
+        self._next_send[peer] += 1
+        wire = self.frames.seal(peer, seq, payload)
         self.sent_bytes += payload.nelement() * payload.element_size()
         self.sent_messages += 1
         try:
             work = dist.isend(wire, dst=peer)
         except RuntimeError as error:
             raise self.lost(peer, error) from None
-        return Pending(self, peer, work, wire, None)
+        return Pending(self, peer, seq, work, wire, None)
 
     def post_recv(self, peer: int, out: torch.Tensor) -> Pending:
         """Post a receive of a payload shaped like ``out``; ``wait()`` fills and returns ``out``."""
+        seq = self._next_recv[peer]
+        self._next_recv[peer] += 1
         wire = self.frames.buffer(peer, out)
         self.received_bytes += out.nelement() * out.element_size()
         try:
             work = dist.irecv(wire, src=peer)
         except RuntimeError as error:
             raise self.lost(peer, error) from None
-        return Pending(self, peer, work, wire, out)
+        return Pending(self, peer, seq, work, wire, out)
 
     def send(self, peer: int, payload: torch.Tensor) -> None:
         self.post_send(peer, payload).wait()
@@ -264,6 +275,10 @@ class Links:
         for message in gathering + sent:
             message.wait()
         return out
+
+    def swap(self, payloads: dict[int, torch.Tensor]) -> dict[int, torch.Tensor]:
+        """Send ``payloads[peer]`` to each peer; get one payload of the same shape from each."""
+        return self._transfer(payloads, payloads)
 
     def broadcast(self, tensor: torch.Tensor, src: int, members: Sequence[int]) -> torch.Tensor:
         """``src`` sends ``tensor`` to every other member; receivers get it in ``tensor``."""

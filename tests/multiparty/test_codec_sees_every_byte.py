@@ -11,7 +11,9 @@ gloo collective, subgroup or pickle outside the codec would break the
 equality. No ``torch.distributed`` collective may be called during the run,
 and what the dealer's codec counts must mirror what party 0's counts for it.
 Runs with 2 parties (no dealer) and 3 parties with the dealer, one training
-run each, with one large opening (above the direct-exchange size) added.
+run each, with one large opening (above the direct-exchange size) added. The
+3-party run has encryption on (as across hosts): its sockets must carry
+exactly the sealed bytes, so no message after the handshake went unsealed.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import os
 import socket
 import struct
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -91,10 +94,11 @@ def train_and_count(session):
         "collectives": calls,
         "opened_ok": bool(torch.allclose(opened, torch.ones(40_000))),
         "codec_name": frames.name,
+        "inner": type(frames.inner).__name__,
     }
 
 
-def audit_spec(world: str) -> dict:
+def audit_spec(world: str, keys: Path) -> dict:
     n = WORLDS[world]["parties"]
     parties = [{"name": f"p{i}", "roles": ["data_owner"]} for i in range(n)]
     parties[-1]["roles"] += ["label_owner", "receiver"]
@@ -103,18 +107,23 @@ def audit_spec(world: str) -> dict:
         "party": parties,
         "data": {"source": "sklearn:breast_cancer", "partition": "vertical"},
         "train": {"epochs": 1, "batch_size": 128, "lr": 0.5},
-        "transport": {"codec": "audit"},
+        # the 3-party world seals every message (as across hosts): the sockets
+        # must then carry exactly the sealed bytes, so nothing passed unsealed
+        "transport": {"codec": "audit"}
+        if world == "2pc"
+        else {"codec": "audit", "encryption": "on", "keys": str(keys)},
         "launch": {"collective_timeout": 60, "heartbeat_timeout": 20},
     }
 
 
 @pytest.mark.parametrize("world", ["2pc", "3pc"])
-def test_every_byte_between_parties_passed_the_codec(world, tmp_path):
-    results = run_parties(train_and_count, audit_spec(world), tmp_path)
+def test_every_byte_between_parties_passed_the_codec(world, tmp_path, party_keys):
+    results = run_parties(train_and_count, audit_spec(world, party_keys), tmp_path)
+    inner = "PlainFrames" if world == "2pc" else "SealedFrames"
     peers = WORLDS[world]["parties"] - 1 + (WORLDS[world]["dealer"] == "ttp")
     for name, r in results.items():
         codec, (sent, received) = r["codec"], r["socket"]
-        assert r["codec_name"] == "audit" and r["opened_ok"], name
+        assert r["codec_name"] == "audit" and r["opened_ok"] and r["inner"] == inner, name
         assert r["collectives"] == [], f"{name} called gloo collectives: {r['collectives']}"
         assert codec["sent_messages"] > 100, name  # a training run, not an idle one
         # every byte this party put on the wire: sealed payloads plus gloo's headers

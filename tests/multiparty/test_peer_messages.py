@@ -71,10 +71,14 @@ import torch, torch.distributed as dist
 
 payload, rendezvous = open(sys.argv[1], "rb").read(), sys.argv[2]
 dist.init_process_group("gloo", init_method=rendezvous, world_size=2, rank=1)
-# the spec-hash check of every session on the wire: each side sends an int64
-# length, then its bytes; this peer sends a pickle and unpickles nothing itself
 def as_bytes(data):
     return torch.frombuffer(bytearray(data), dtype=torch.uint8)
+# the channel handshake's hello (on loopback: no encryption), as a real peer's
+hello = torch.empty(41, dtype=torch.uint8)
+pending = [dist.irecv(hello, 0), dist.isend(as_bytes(b"SMLHELO1" + bytes(1) + os.urandom(32)), 0)]
+[p.wait() for p in pending]
+# the spec-hash check of every session on the wire: each side sends an int64
+# length, then its bytes; this peer sends a pickle and unpickles nothing itself
 theirs = torch.empty(8, dtype=torch.uint8)
 pending = [dist.irecv(theirs, 0), dist.isend(as_bytes(len(payload).to_bytes(8, "big")), 0)]
 [p.wait() for p in pending]
@@ -98,7 +102,8 @@ def test_a_pickle_sent_at_the_spec_check_is_refused_and_runs_nothing(tmp_path):
     function = tmp_path / "noop.pkl"
     function.write_bytes(cloudpickle.dumps(id))  # the run must stop before calling it
     rendezvous = f"file://{tmp_path / 'rdzv'}"
-    env = {**os.environ, "RANK": "0", "WORLD_SIZE": "2", "RENDEZVOUS": rendezvous}
+    env = {**os.environ, "RANK": "0", "WORLD_SIZE": "2", "RENDEZVOUS": rendezvous,
+           "GLOO_SOCKET_IFNAME": "lo"}  # fmt: skip
     honest = subprocess.Popen(
         [sys.executable, "-m", "secure_ml", "party", str(spec), "--out", str(tmp_path / "a"),
          "--function", str(function)],

@@ -29,12 +29,12 @@ def test_plain_frames_receive_in_place_and_audit_counts_every_byte():
     wire = plain.buffer(1, strided)
     assert wire is not strided and wire.is_contiguous()
     wire.copy_(torch.arange(4))
-    assert torch.equal(plain.open(1, wire, strided), torch.arange(4))
+    assert torch.equal(plain.open(1, 0, wire, strided), torch.arange(4))
 
     audit = make_frames("audit")
     assert isinstance(audit, AuditFrames)
-    audit.seal(2, torch.ones(3, dtype=torch.float32))
-    audit.open(2, torch.ones(5, dtype=torch.uint8), torch.empty(5, dtype=torch.uint8))
+    audit.seal(2, 0, torch.ones(3, dtype=torch.float32))
+    audit.open(2, 0, torch.ones(5, dtype=torch.uint8), torch.empty(5, dtype=torch.uint8))
     assert audit.counts() == {"2": {"sent_bytes": 12, "sent_messages": 1,
                                     "received_bytes": 5, "received_messages": 1}}  # fmt: skip
     with pytest.raises(ValueError, match="unknown codec 'aead'"):

@@ -239,6 +239,26 @@ def test_transport_codec_is_checked_enters_the_hash_and_is_left_out_at_default()
         spec_from_dict(base(transport={"key": "x"}))
 
 
+def test_encryption_goes_off_only_with_the_insecure_flag_and_key_folders_stay_local(tmp_path):
+    from secure_ml.errors import UnsafeConfigurationError
+
+    spec = spec_from_dict(base())
+    assert spec.transport.encryption == "auto" and spec.transport.keys is None
+    with pytest.raises(UnsafeConfigurationError, match="also set insecure_plaintext = true"):
+        spec_from_dict(base(transport={"encryption": "off"}))
+    with pytest.raises(SpecError, match="insecure_plaintext = true goes only with encryption"):
+        spec_from_dict(base(transport={"insecure_plaintext": True}))
+    off = spec_from_dict(base(transport={"encryption": "off", "insecure_plaintext": True}))
+    on = spec_from_dict(base(transport={"encryption": "on"}))
+    assert len({spec.hash, off.hash, on.hash}) == 3  # every party must agree on the mode
+    # a key folder is party-local: it is resolved, round-trips, and never changes the hash
+    local = spec_from_dict(base(transport={"keys": "k"}), base_dir=tmp_path)
+    assert local.transport.keys == str(tmp_path / "k") and local.hash == spec.hash
+    assert spec_from_dict(local.to_dict()).transport.keys == str(tmp_path / "k")
+    on_local = spec_from_dict(base(transport={"encryption": "on", "keys": "/k"}))
+    assert on_local.hash == on.hash
+
+
 # -------------------------------------------------------- family sections --
 
 
