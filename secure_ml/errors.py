@@ -46,14 +46,17 @@ class PeerLost(ProtocolAbort):
 
     ``peer`` is that peer's rank: a protocol that lets an ``optional`` party
     drop out catches this for that party and goes on without it.
+    ``lost_first`` is the party lost first: ``peer`` itself, or the party
+    ``peer`` had lost when it stopped (``secure_ml.transport.notices``).
     """
 
     #: the launcher ranks it as a consequence of the peer's failure, not a cause
     echo = True
 
-    def __init__(self, message: str, *, peer: int) -> None:
+    def __init__(self, message: str, *, peer: int, lost_first: int | None = None) -> None:
         super().__init__(message)
         self.peer = peer
+        self.lost_first = peer if lost_first is None else lost_first
 
 
 class ChannelError(ProtocolAbort):

@@ -18,9 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from secure_ml.errors import exit_code_for
+from secure_ml.errors import PeerLost, exit_code_for
 from secure_ml.launch.control import PartyControl
 from secure_ml.spec import Spec
+from secure_ml.transport import notices
 
 log = logging.getLogger("secure_ml.party")
 
@@ -69,6 +70,8 @@ def run_party(
         return 0
     except BaseException as error:  # report everything, even KeyboardInterrupt
         code = exit_code_for(error)
+        if isinstance(error, PeerLost):  # before our links close: peers will ask why
+            notices.leave(rank, error.lost_first)
         log.error("%s: %s\n%s", type(error).__name__, error, traceback.format_exc())
         control.finish(
             {

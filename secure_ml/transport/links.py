@@ -43,7 +43,7 @@ import torch
 import torch.distributed as dist
 
 from secure_ml.errors import PeerLost, ProtocolAbort
-from secure_ml.transport import objects
+from secure_ml.transport import notices, objects
 from secure_ml.transport.frames import Frames, PlainFrames
 
 #: openings to everyone up to this many elements take one direct exchange;
@@ -119,10 +119,22 @@ class Links:
         return f"the party of rank {peer}"
 
     def lost(self, peer: int, error: BaseException) -> PeerLost:
-        """The error for a message to or from ``peer`` that failed with ``error``."""
+        """The error for a message to or from ``peer`` that failed with ``error``.
+
+        When ``peer`` closed its links because it had lost another party
+        first (its notice, ``notices.py``), the error names that party.
+        """
         text = str(error)
         if "closed" in text.lower() or "reset" in text.lower():
             why = "its connection closed (the process stopped or crashed)"
+            first = notices.read(peer)
+            if first is not None and first not in (peer, self.rank):
+                return PeerLost(
+                    f"lost {self.describe(first)}: {self.describe(peer)} stopped after losing "
+                    "it, and its connection closed",
+                    peer=peer,
+                    lost_first=first,
+                )
         elif "timed out" in text.lower() or "timeout" in text.lower():
             why = "it sent nothing within the collective timeout ([launch] collective_timeout)"
         else:
