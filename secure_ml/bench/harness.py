@@ -21,6 +21,14 @@ Ablations show what each ``[mpc]`` optimisation buys on the headline task:
 ``secure_ml ablation:-X`` with every switch on except ``X``; the plain
 ``secure_ml`` record is all on. ``ratio_to_all_on`` divides an ablation's
 median by the all-on record's from the same command.
+
+The channel's cost: ``secure_ml encrypted`` runs the headline task with every
+link sealed (``[transport] encryption = "on"``, AES-256-GCM; keys made for
+every process in the run's scratch folder), where a local run is otherwise
+plain. ``ratio_to_plain_channel`` divides its median by the plain
+``secure_ml`` record's from the same command; the two are measured together,
+their repeats interleaved (plain, encrypted, encrypted, plain, ...) so drift in
+the machine's load falls on both. The handshake is setup, outside the wall time.
 """
 
 from __future__ import annotations
@@ -36,7 +44,13 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from secure_ml.bench.names import ABLATION_PREFIX, CLOSED_FORM, RAW_RATIOS
+from secure_ml.bench.names import (
+    ABLATION_PREFIX,
+    CLOSED_FORM,
+    ENCRYPTED,
+    PLAIN_CHANNEL_RATIO,
+    RAW_RATIOS,
+)
 from secure_ml.bench.report import write_outputs
 from secure_ml.bench.tasks import TASKS, Settings, Task
 from secure_ml.launch.local import progress_bar
@@ -45,6 +59,7 @@ from secure_ml.versions import versions
 
 View = Callable[[str], None]
 Runner = Callable[..., dict[str, Any]]
+Step = tuple[str, str, int, Settings]
 
 #: [mpc] switches that keep results right rather than make runs fast: ablations
 #: (and tests' "all off") leave them on
@@ -55,8 +70,11 @@ OPTIMISATIONS = tuple(
     for f in fields(MPCSpec)
     if f.type in (bool, "bool") and f.name not in CORRECTNESS_SWITCHES
 )
-#: the task the ablations run on: the headline, where a reader looks first
+#: the task the ablations (and the encrypted channel) run on: the headline,
+#: where a reader looks first
 ABLATION_TASK = "logreg_breast_cancer"
+#: what the encrypted variant changes: channels sealed even on loopback
+ENCRYPTED_TRANSPORT = {"encryption": "on"}
 
 
 @dataclass(frozen=True)
@@ -119,13 +137,22 @@ def secure_ml_run(
     scratch: Path,
     *,
     mpc: Mapping[str, Any] | None = None,
+    transport: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """One secure_ml run; ``mpc`` overrides keys of the spec's [mpc] table."""
+    """One secure_ml run; ``mpc`` and ``transport`` override keys of those spec tables.
+
+    With encryption on, every process's key pair is made in ``scratch/keys``
+    (never in the repository) and the spec points there.
+    """
     from secure_ml.api import run_protocol
 
     raw = task.make_spec(parties, settings, scratch)
     if mpc:
         raw["mpc"] = {**raw.get("mpc", {}), **mpc}
+    if transport:
+        raw["transport"] = {**raw.get("transport", {}), **transport}
+        if transport.get("encryption") == "on":
+            raw["transport"]["keys"] = str(_make_keys(raw, scratch / "keys"))
     spec = spec_from_dict(raw)
     result = run_protocol(spec, out=scratch / "run")
     phase = "train" if task.kind == "train" else "predict"
@@ -140,7 +167,17 @@ def secure_ml_run(
         "max_abs_error": metrics.get("max_abs_error"),
         # the effective table (defaults included), so a record says what it measured
         "mpc": asdict(spec.mpc),
+        "channel": result["transport"]["channel"],  # "encrypted" or "plain"
     }
+
+
+def _make_keys(raw: dict[str, Any], folder: Path) -> Path:
+    """A key pair for every process of the spec ``raw`` (the dealer too) in ``folder``."""
+    from secure_ml.keys import init_keys
+
+    for party in spec_from_dict(raw).roster.processes:
+        init_keys(party.name, folder)
+    return folder
 
 
 def raw_run(
@@ -167,25 +204,36 @@ def plaintext_run(task: Task, settings: Settings, parties: int, scratch: Path) -
         torch.set_num_threads(threads)
 
 
-def _measure(
-    runner: Callable[..., dict[str, Any]],
+def _measure_together(
+    runners: list[Callable[..., dict[str, Any]]],
     task: Task,
     settings: Settings,
     parties: int,
     repeats: int,
-) -> dict[str, Any]:
-    runs = []
-    for _ in range(repeats):
-        with tempfile.TemporaryDirectory(prefix="secure-ml-bench-") as scratch:
-            runs.append(runner(task, settings, parties, Path(scratch)))
+) -> list[dict[str, Any]]:
+    """Each runner's summary; repeats interleaved, every other round in reverse order.
+
+    Runners A and B run A B, B A, A B, ...: a drift in the machine's load
+    falls on both alike, so the ratio of their medians is fair.
+    """
+    runs: list[list[dict[str, Any]]] = [[] for _ in runners]
+    for repeat in range(repeats):
+        order = list(enumerate(runners))
+        for i, runner in order if repeat % 2 == 0 else reversed(order):
+            with tempfile.TemporaryDirectory(prefix="secure-ml-bench-") as scratch:
+                runs[i].append(runner(task, settings, parties, Path(scratch)))
+    return [_summary(r, repeats) for r in runs]
+
+
+def _summary(runs: list[dict[str, Any]], repeats: int) -> dict[str, Any]:
     walls = [r["wall_s"] for r in runs]
     return {**runs[-1], "wall_s": statistics.median(walls), "wall_min_s": min(walls),
             "wall_max_s": max(walls), "repeats": repeats}  # fmt: skip
 
 
-def plan(suite: Suite) -> list[tuple[str, str, int, Settings]]:
+def plan(suite: Suite) -> list[Step]:
     """Every (task, protocol, parties, settings) the suite runs, in order."""
-    steps = []
+    steps: list[Step] = []
     for name in suite.tasks:
         task, settings = TASKS[name], suite.settings_for(name)
         steps.append((name, "plaintext", 1, settings))
@@ -195,6 +243,8 @@ def plan(suite: Suite) -> list[tuple[str, str, int, Settings]]:
             if task.raw_closed_form is not None:
                 steps.append((name, CLOSED_FORM, n, settings))
             steps.append((name, "secure_ml", n, settings))
+            if name == ABLATION_TASK:  # right after, measured with it (``together``)
+                steps.append((name, ENCRYPTED, n, settings))
     if ABLATION_TASK in suite.tasks:
         settings = suite.settings_for(ABLATION_TASK)  # the all-on record's, so ratios hold
         for n in suite.parties:
@@ -213,6 +263,27 @@ def plan(suite: Suite) -> list[tuple[str, str, int, Settings]]:
     return steps
 
 
+def together(steps: list[Step]) -> list[list[Step]]:
+    """``steps`` grouped for measuring: an encrypted step joins the plain one before it.
+
+    A group's repeats are interleaved (``_measure_together``); every other
+    step is a group of its own.
+    """
+    groups: list[list[Step]] = []
+    for step in steps:
+        before = groups[-1][-1] if groups else None
+        if (
+            step[1] == ENCRYPTED
+            and before is not None
+            and before[1] == "secure_ml"
+            and (before[0], before[2], before[3]) == (step[0], step[2], step[3])
+        ):
+            groups[-1].append(step)
+        else:
+            groups.append([step])
+    return groups
+
+
 RUNNERS = {
     "plaintext": plaintext_run,
     "raw_crypten": raw_run,
@@ -222,8 +293,11 @@ RUNNERS = {
 
 
 def runner_for(protocol: str) -> Runner:
-    """The runner for ``protocol``, with an ablation's [mpc] switches bound to it."""
+    """The runner for ``protocol``, with an ablation's [mpc] switches (or the
+    encrypted variant's [transport]) bound to it."""
     runner = RUNNERS[protocol.split()[0]]
+    if protocol == ENCRYPTED:
+        return functools.partial(runner, transport=ENCRYPTED_TRANSPORT)
     switches = ablation_switches(protocol)
     return runner if switches is None else functools.partial(runner, mpc=switches)
 
@@ -239,14 +313,18 @@ def run_suite(
     view = view or (lambda _line: None)
     out.mkdir(parents=True, exist_ok=True)
     steps = plan(suite)
-    records = []
-    for i, (task_name, protocol, parties, settings) in enumerate(steps, start=1):
-        view(f"{_bar(i - 1, len(steps))} {task_name} / {protocol} / {parties} parties")
-        runner = runner_for(protocol)
-        repeats = 1 if "sweep" in protocol else suite.repeats
-        measured = _measure(runner, TASKS[task_name], settings, parties, repeats)
-        records.append({"task": task_name, "protocol": protocol, "parties": parties,
-                        "settings": settings.__dict__, **measured})  # fmt: skip
+    records: list[dict[str, Any]] = []
+    for group in together(steps):
+        task_name, _, parties, settings = group[0]
+        protocols = [protocol for _, protocol, _, _ in group]
+        named = " + ".join(protocols)
+        view(f"{_bar(len(records), len(steps))} {task_name} / {named} / {parties} parties")
+        repeats = 1 if "sweep" in protocols[0] else suite.repeats
+        runners = [runner_for(protocol) for protocol in protocols]
+        measured = _measure_together(runners, TASKS[task_name], settings, parties, repeats)
+        for protocol, summary in zip(protocols, measured, strict=True):
+            records.append({"task": task_name, "protocol": protocol, "parties": parties,
+                            "settings": settings.__dict__, **summary})  # fmt: skip
     view(f"{_bar(len(steps), len(steps))} done")
     records += peer_records(peers, suite) if peers is not None else []
     finish(records)
@@ -269,7 +347,8 @@ def peer_records(folder: Path, suite: Suite) -> list[dict[str, Any]]:
 
 
 def finish(records: list[dict[str, Any]]) -> None:
-    """Add error against plaintext, ratios to raw CrypTen and to all-on, versions, machine."""
+    """Add error against plaintext, ratios to raw CrypTen, to all-on and to the plain
+    channel, versions, machine."""
     plain = {r["task"]: r for r in records if r["protocol"] == "plaintext"}
     machine = {"platform": platform.platform(), "python": sys.version.split()[0],
                "cpus": _cpus()}  # fmt: skip
@@ -282,11 +361,13 @@ def finish(records: list[dict[str, Any]]) -> None:
         else:
             r["error_vs_plain"] = None
         r.setdefault("mpc", None)  # only secure_ml runs have [mpc] switches
+        r.setdefault("channel", None)  # nor channels of their own
         r["versions"] = versions()
         r["machine"] = machine
     for protocol, field_name in RAW_RATIOS.items():
         _add_ratio_to_raw(records, protocol, field_name)
     _add_ratio_to_all_on(records)
+    _add_ratio_to_plain_channel(records)
 
 
 def _add_ratio_to_raw(records: list[dict[str, Any]], protocol: str, field_name: str) -> None:
@@ -318,6 +399,20 @@ def _add_ratio_to_all_on(records: list[dict[str, Any]]) -> None:
         in_family = r["protocol"] == "secure_ml" or r["protocol"].startswith(ABLATION_PREFIX)
         comparable = in_family and base is not None and base["settings"] == r["settings"]
         r["ratio_to_all_on"] = r["wall_s"] / base["wall_s"] if comparable else None
+
+
+def _add_ratio_to_plain_channel(records: list[dict[str, Any]]) -> None:
+    """``ratio_to_plain_channel``: the encrypted run's wall time / the plain secure_ml run's.
+
+    Same command, task, parties and settings; every other record gets None.
+    """
+    plain = {(r["task"], r["parties"]): r for r in records if r["protocol"] == "secure_ml"}
+    for r in records:
+        base = plain.get((r["task"], r["parties"]))
+        comparable = (
+            r["protocol"] == ENCRYPTED and base is not None and base["settings"] == r["settings"]
+        )
+        r[PLAIN_CHANNEL_RATIO] = r["wall_s"] / base["wall_s"] if comparable else None
 
 
 def _cpus() -> int:

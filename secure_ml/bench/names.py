@@ -12,3 +12,9 @@ ABLATION_PREFIX = "secure_ml ablation:"
 CLOSED_FORM = "raw_crypten_closed_form"
 #: raw baseline protocol -> the ratio field that compares secure_ml runs with it
 RAW_RATIOS = {"raw_crypten": "ratio_to_raw_crypten", CLOSED_FORM: f"ratio_to_{CLOSED_FORM}"}
+#: secure_ml with every link sealed (``[transport] encryption = "on"``, keys made
+#: in the run's scratch folder), beside the plain ``secure_ml`` record: loopback
+#: runs are otherwise plain, so this is the channel's cost on its own
+ENCRYPTED = "secure_ml encrypted"
+#: the encrypted record's wall time / the plain ``secure_ml`` record's
+PLAIN_CHANNEL_RATIO = "ratio_to_plain_channel"

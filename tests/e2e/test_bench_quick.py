@@ -9,10 +9,11 @@ import sys
 import pytest
 
 from secure_ml.bench.harness import OPTIMISATIONS
+from secure_ml.bench.names import ENCRYPTED, PLAIN_CHANNEL_RATIO
 
 FIELDS = {"task", "protocol", "parties", "wall_s", "bytes", "rounds", "accuracy",
           "error_vs_plain", "ratio_to_raw_crypten", "ratio_to_raw_crypten_closed_form",
-          "versions", "machine"}  # fmt: skip
+          PLAIN_CHANNEL_RATIO, "channel", "versions", "machine"}  # fmt: skip
 
 
 @pytest.mark.e2e
@@ -20,7 +21,7 @@ FIELDS = {"task", "protocol", "parties", "wall_s", "bytes", "rounds", "accuracy"
 def test_quick_bench_writes_results_report_and_plots(tmp_path):
     done = subprocess.run(
         [sys.executable, "-m", "secure_ml", "bench", "--suite", "quick", "--out", str(tmp_path)],
-        capture_output=True, text=True, timeout=280,  # 5 runs, 1 of them closed-form raw
+        capture_output=True, text=True, timeout=280,  # 6 runs, 1 of them closed-form raw
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     records = json.loads((tmp_path / "results.json").read_text())
@@ -37,6 +38,13 @@ def test_quick_bench_writes_results_report_and_plots(tmp_path):
     assert all(r["error_vs_plain"] <= 0.05 for r in closed_form)  # the same model as ours
     for r in ours:
         assert all(r["mpc"][name] for name in OPTIMISATIONS)
+        assert r["channel"] == "plain"  # loopback: no encryption unless asked for
+    sealed = [r for r in headline if r["protocol"] == ENCRYPTED]
+    assert sorted(r["parties"] for r in sealed) == [2]  # the same party counts as ours
+    for r in sealed:
+        assert r["channel"] == "encrypted" and r[PLAIN_CHANNEL_RATIO] > 0
+        assert r["rounds"] == ours[0]["rounds"]  # the same computation, only sealed
+        assert r["error_vs_plain"] <= 0.05
     before = [r for r in headline if r["protocol"] == "secure_ml ablation:none"]
     assert sorted(r["parties"] for r in before) == [2]
     for r in before:
@@ -45,5 +53,6 @@ def test_quick_bench_writes_results_report_and_plots(tmp_path):
         assert r["error_vs_plain"] <= 0.05  # switching optimisations off keeps the results
     report = (tmp_path / "report.md").read_text()
     assert "## logreg_breast_cancer" in report and "## Optimisations (before/after)" in report
+    assert f"| {ENCRYPTED} | 2 |" in report and "ratio to plain channel" in report
     assert (tmp_path / "cost.png").stat().st_size > 1000
     assert "[########################]" in done.stdout  # the progress bar reached the end

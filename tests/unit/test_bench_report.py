@@ -1,4 +1,5 @@
-"""Bench bookkeeping: the plan, ratios to raw CrypTen and all-on, growth exponents, the report."""
+"""Bench bookkeeping: the plan, ratios to raw CrypTen, all-on and the plain channel,
+growth exponents, the report."""
 
 from __future__ import annotations
 
@@ -6,7 +7,16 @@ import json
 
 import pytest
 
-from secure_ml.bench.harness import OPTIMISATIONS, SUITES, ablation_switches, finish, plan
+from secure_ml.bench.harness import (
+    OPTIMISATIONS,
+    SUITES,
+    ablation_switches,
+    finish,
+    plan,
+    runner_for,
+    together,
+)
+from secure_ml.bench.names import ENCRYPTED, PLAIN_CHANNEL_RATIO
 from secure_ml.bench.report import growth_exponent, markdown, sweep_series, write_outputs
 
 
@@ -24,6 +34,7 @@ def test_quick_plan_puts_raw_crypten_beside_every_secure_ml_run():
     expected = [("plaintext", 1)]
     raws = ("raw_crypten", "raw_crypten_closed_form")
     expected += [(p, 2) for p in (*raws, "secure_ml")]  # CI: 2 parties only
+    expected += [("secure_ml encrypted", 2)]  # the channel's cost: one run more
     expected += [("secure_ml ablation:none", 2)]  # and the before only
     assert protocols == expected
     full = plan(SUITES["full"])
@@ -35,6 +46,52 @@ def test_quick_plan_puts_raw_crypten_beside_every_secure_ml_run():
     assert sorted(ablations) == sorted(
         ("logreg_breast_cancer", f"secure_ml ablation:{v}", n) for v in variants for n in (2, 3)
     )
+    # the encrypted channel: on the headline task only, beside each plain secure_ml record
+    encrypted = [(t, n) for t, p, n, _ in full if p == ENCRYPTED]
+    assert encrypted == [("logreg_breast_cancer", 2), ("logreg_breast_cancer", 3)]
+
+
+def test_encrypted_steps_are_measured_with_their_plain_run():
+    for suite in SUITES.values():
+        groups = together(plan(suite))
+        assert sum(map(len, groups)) == len(plan(suite))
+        pairs = [g for g in groups if len(g) > 1]
+        assert [[p for _, p, _, _ in g] for g in pairs] == [["secure_ml", ENCRYPTED]] * len(
+            suite.parties
+        )
+        for (task, _, n, settings), (task2, _, n2, settings2) in pairs:
+            assert (task, n, settings) == (task2, n2, settings2)
+
+
+def test_encrypted_runner_turns_encryption_on_and_makes_keys_in_scratch(tmp_path):
+    from secure_ml.bench.harness import _make_keys
+    from secure_ml.bench.tasks import TASKS, Settings
+
+    runner = runner_for(ENCRYPTED)
+    assert runner.keywords == {"transport": {"encryption": "on"}}
+    raw = TASKS["logreg_breast_cancer"].make_spec(3, Settings(), tmp_path)
+    folder = _make_keys(raw, tmp_path / "keys")
+    names = {"party0", "party1", "party2", "dealer"}
+    assert {p.name for p in folder.glob("*.pub")} == {f"{n}.pub" for n in names}
+    assert {p.name for p in folder.glob("*.key")} == {f"{n}.key" for n in names}
+
+
+def test_interleaved_repeats_alternate_the_order():
+    from secure_ml.bench.harness import _measure_together
+
+    calls = []
+
+    def runner(name):
+        def run(task, settings, parties, scratch):
+            calls.append(name)
+            return {"wall_s": float(len(calls))}
+
+        return run
+
+    plain, sealed = _measure_together([runner("a"), runner("b")], None, None, 2, 4)
+    assert calls == ["a", "b", "b", "a", "a", "b", "b", "a"]  # drift falls on both
+    assert (plain["wall_min_s"], plain["wall_max_s"], plain["repeats"]) == (1.0, 8.0, 4)
+    assert sealed["wall_s"] == pytest.approx(4.5)  # the median of 2, 3, 6, 7
 
 
 def test_ablation_names_map_to_mpc_switches():
@@ -72,6 +129,24 @@ def test_ratios_compare_only_runs_of_the_same_command_and_settings():
     assert records[4]["ratio_to_raw_crypten_closed_form"] is None
     assert records[5]["ratio_to_raw_crypten"] is None  # baselines get no ratio
     assert records[1]["error_vs_plain"] == pytest.approx(0.01)
+    assert all(r[PLAIN_CHANNEL_RATIO] is None for r in records)  # no encrypted run
+
+
+def test_ratio_to_plain_channel_divides_by_the_plain_run_of_the_same_task_and_parties():
+    records = [
+        record("raw_crypten", 2, 4.0, 400, 0.94),
+        record("secure_ml", 2, 2.0, 100, 0.95),
+        record(ENCRYPTED, 2, 2.2, 100, 0.95),
+        record(ENCRYPTED, 3, 3.0, 300, 0.95),  # no plain 3-party run
+        record(ENCRYPTED, 2, 3.0, 100, 0.95, task="digits_mlp_train"),  # nor on this task
+        record("secure_ml ablation:none", 2, 6.0, 400, 0.95),
+    ]
+    finish(records)
+    assert records[2][PLAIN_CHANNEL_RATIO] == pytest.approx(1.1)
+    assert records[2]["ratio_to_raw_crypten"] == pytest.approx(0.55)  # a secure_ml run too
+    assert records[2]["ratio_to_all_on"] is None  # not an ablation
+    for r in (records[0], records[1], records[3], records[4], records[5]):
+        assert r[PLAIN_CHANNEL_RATIO] is None
 
 
 def cells(line):
@@ -90,6 +165,7 @@ def ablation_records():
         record("secure_ml ablation:-precompute", 2, 4.0, 100, 0.95),
         record("secure_ml ablation:none", 3, 9.0, 900, 0.93),
         record("secure_ml sweep:parties=2", 2, 2.0, 100, 0.95),
+        record(ENCRYPTED, 2, 2.5, 100, 0.95),
     ]
 
 
@@ -124,7 +200,11 @@ def test_report_has_a_before_after_table_per_party_count_and_keeps_ablations_apa
     task_table = report.split("## logreg_breast_cancer", 1)[1].split("## Optimisations")[0]
     assert "ablation" not in task_table  # only in their own section
     ours = next(cells(line) for line in task_table.splitlines() if line.startswith("| secure_ml |"))
-    assert ours[-2:] == ["0.25", "0.5"]  # ratio to raw, ratio to closed-form raw
+    # ratio to raw, ratio to closed-form raw, ratio to plain channel (none: it is the plain one)
+    assert ours[-3:] == ["0.25", "0.5", "-"]
+    sealed = next(cells(line) for line in task_table.splitlines() if ENCRYPTED in line)
+    assert sealed[-3:] == ["0.312", "0.625", "1.25"]
+    assert "ratio to plain channel" in task_table and "AES-256-GCM" in report
 
 
 def test_growth_exponent_recovers_a_power_law():
