@@ -7,8 +7,9 @@
 #   ROLE=dealer MASTER_ADDR=10.0.0.1 MASTER_PORT=29500 launchers/party_per_host.sh spec.toml
 #
 # GLOO_SOCKET_IFNAME must name the interface carrying the parties' addresses
-# when the hostname resolves to loopback. Traffic is NOT encrypted yet: use a
-# network you trust (README, threat model).
+# when the hostname resolves to loopback. Across hosts every link is encrypted:
+# pass --keys DIR (this party's NAME.key and every NAME.pub; README, "Several
+# machines").
 set -euo pipefail
 spec="$1"; shift
 here="$(cd "$(dirname "$0")/.." && pwd)"

@@ -18,39 +18,47 @@ fast and the message names the party whose link broke.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from datetime import timedelta
 
 STORE_WAIT_S = 2.0
 _KEY = "secure_ml/lost-first/{rank}"
 
 
+@contextmanager
 def _store():
+    """The run's store with a short timeout (the usual one is restored after)."""
     import torch.distributed as dist
 
     if not dist.is_initialized():
-        return None
+        yield None
+        return
     store = dist.distributed_c10d._get_default_store()
+    usual = store.timeout
     store.set_timeout(timedelta(seconds=STORE_WAIT_S))
-    return store
+    try:
+        yield store
+    finally:
+        store.set_timeout(usual)
 
 
 def leave(rank: int, lost_first: int) -> None:
     """Say that process ``rank`` stops because it lost ``lost_first`` (best effort)."""
     try:
-        store = _store()
-        if store is not None:
-            store.set(_KEY.format(rank=rank), str(lost_first))
+        with _store() as store:
+            if store is not None:
+                store.set(_KEY.format(rank=rank), str(lost_first))
     except Exception:  # the store's host may be the lost party: the notice is a courtesy
         pass
 
 
 def read(rank: int) -> int | None:
     """The rank that process ``rank`` said it lost first, or None (no notice, or no store)."""
+    key = _KEY.format(rank=rank)
     try:
-        store = _store()
-        key = _KEY.format(rank=rank)
-        if store is None or not store.check([key]):
-            return None
-        return int(store.get(key).decode())
+        with _store() as store:
+            if store is None or not store.check([key]):
+                return None
+            return int(store.get(key).decode())
     except Exception:  # unreachable store or a malformed notice: name the broken link
         return None
