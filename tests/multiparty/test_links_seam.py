@@ -41,9 +41,9 @@ class TaggedFrames:
         header = f"{sender}>{receiver}#{counter}|".encode()
         return hmac.new(self.key, header + data, hashlib.sha256).digest()
 
-    def seal(self, peer: int, payload: torch.Tensor) -> torch.Tensor:
+    def seal(self, peer: int, seq: int, payload: torch.Tensor) -> torch.Tensor:
         if peer >= self.compute:
-            return self.inner.seal(peer, payload)
+            return self.inner.seal(peer, seq, payload)
         data = payload.contiguous().reshape(-1).view(torch.uint8)
         counter = self.sent[peer] = self.sent.get(peer, 0) + 1
         tag = self._tag(self.rank, peer, counter, data.numpy().tobytes())
@@ -57,9 +57,9 @@ class TaggedFrames:
             return self.inner.buffer(peer, out)
         return torch.empty(out.nelement() * out.element_size() + TAG, dtype=torch.uint8)
 
-    def open(self, peer: int, wire: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    def open(self, peer: int, seq: int, wire: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         if peer >= self.compute:
-            return self.inner.open(peer, wire, out)
+            return self.inner.open(peer, seq, wire, out)
         data, tag = wire[:-TAG], wire[-TAG:].numpy().tobytes()
         counter = self.received[peer] = self.received.get(peer, 0) + 1
         expected = self._tag(peer, self.rank, counter, data.numpy().tobytes())
