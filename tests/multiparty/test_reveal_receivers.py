@@ -38,14 +38,14 @@ class RecordingFrames:
         self.inner = inner
         self.received: list[tuple[int, torch.Tensor]] = []
 
-    def seal(self, peer, payload):
-        return self.inner.seal(peer, payload)
+    def seal(self, peer, seq, payload):
+        return self.inner.seal(peer, seq, payload)
 
     def buffer(self, peer, like):
         return self.inner.buffer(peer, like)
 
-    def open(self, peer, wire, like):
-        payload = self.inner.open(peer, wire, like)
+    def open(self, peer, seq, wire, like):
+        payload = self.inner.open(peer, seq, wire, like)
         self.received.append((peer, payload.clone()))
         return payload
 
