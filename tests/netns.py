@@ -407,6 +407,7 @@ class TcpPacket:
     dport: int
     ip_len: int  # the IPv4 total length (headers and payload), from the packet
     payload: bytes  # the captured part of the TCP payload (all of it with snaplen 0)
+    seq: int = 0  # the TCP sequence number of the payload's first byte
 
 
 def tcp_packets(path: str | Path) -> list[TcpPacket]:
@@ -441,7 +442,7 @@ def tcp_packets(path: str | Path) -> list[TcpPacket]:
         tcp = ip + ihl
         if len(frame) < tcp + 20:
             continue
-        sport, dport = struct.unpack("!HH", frame[tcp : tcp + 4])
+        sport, dport, seq = struct.unpack("!HHI", frame[tcp : tcp + 8])
         doff = (frame[tcp + 12] >> 4) * 4
         payload = frame[tcp + doff : ip + total]
         packets.append(
@@ -452,9 +453,38 @@ def tcp_packets(path: str | Path) -> list[TcpPacket]:
                 dport=dport,
                 ip_len=total,
                 payload=payload,
+                seq=seq,
             )
         )
     return packets
+
+
+def tcp_streams(packets: Sequence[TcpPacket]) -> dict[tuple[str, int, str, int], bytes]:
+    """Each direction of each TCP connection as one byte string, in sequence order.
+
+    Reassembled from the packets' sequence numbers (retransmitted bytes once),
+    so that a search finds a value even where TCP split it across segments.
+    Keys are ``(src, sport, dst, dport)``.
+    """
+    flows: dict[tuple[str, int, str, int], list[TcpPacket]] = {}
+    for packet in packets:
+        if packet.payload:
+            key = (packet.src, packet.sport, packet.dst, packet.dport)
+            flows.setdefault(key, []).append(packet)
+    streams = {}
+    for key, flow in flows.items():
+        seqs = [p.seq for p in flow]
+        first = min(seqs) if max(seqs) - min(seqs) < 2**31 else flow[0].seq  # else it wrapped
+        pieces = sorted(((p.seq - first) % 2**32, p.payload) for p in flow)
+        data = bytearray()
+        for offset, payload in pieces:
+            if offset > len(data):  # bytes the capture missed: a gap, never a false match
+                data += bytes(min(offset - len(data), 64))
+                offset = len(data)
+            if offset + len(payload) > len(data):
+                data += payload[len(data) - offset :]
+        streams[key] = bytes(data)
+    return streams
 
 
 def in_subnet(address: str, subnet: str = SUBNET) -> bool:

@@ -21,3 +21,9 @@ def processes_mentioning(text: str) -> list[int]:
         if text in cmdline:
             found.append(int(entry.name))
     return found
+
+
+QUICKSTART = REPO / "protocols" / "mpc_train_quickstart.toml"
+QUICKSTART_PROCESSES = ("hospital_a", "hospital_b", "hospital_c", "dealer")
+#: the short quickstart that the loopback and the namespace runs both train
+ONE_EPOCH = ("--set", "train.epochs=1")

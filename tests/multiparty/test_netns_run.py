@@ -3,7 +3,9 @@
 The quickstart spec (3 hospitals + dealer) runs with each process in its own
 namespace (its own eth0 and address), meeting only through the bridge; a
 capture on the bridge proves the bytes really crossed it between the hosts'
-addresses. Needs root (skipped otherwise); installs tcpdump when missing.
+addresses. Its result equals the same run's on loopback (the session fixture
+``quickstart_on_loopback``) within fixed-point tolerance. Needs root
+(skipped otherwise); installs tcpdump when missing.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import subprocess
 import time
 
 import pytest
+import torch
 from netns import (
     MASTER_PORT,
     Testnet,
@@ -23,16 +26,15 @@ from netns import (
     tcp_packets,
     unique_prefix,
 )
-from testkit import REPO
+from testkit import ONE_EPOCH, QUICKSTART, QUICKSTART_PROCESSES
 
 pytestmark = pytest.mark.multiparty
 
-SPEC = REPO / "protocols" / "mpc_train_quickstart.toml"
-NAMES = ("hospital_a", "hospital_b", "hospital_c", "dealer")
+SPEC, NAMES = QUICKSTART, QUICKSTART_PROCESSES
 
 
 @pytest.mark.timeout(180)
-def test_quickstart_across_namespaces(tmp_path):
+def test_quickstart_across_namespaces(tmp_path, quickstart_on_loopback):
     reason = netns_available() or ensure_tcpdump()
     if reason:
         pytest.skip(reason)
@@ -41,7 +43,7 @@ def test_quickstart_across_namespaces(tmp_path):
         capture = net.capture(tmp_path / "br0.pcap")
         started = time.monotonic()
         run = run_parties_in_netns(
-            net, SPEC, tmp_path / "out", extra_args=["--set", "train.epochs=1"], timeout=120
+            net, SPEC, tmp_path / "out", extra_args=list(ONE_EPOCH), timeout=120
         )
         assert [r.name for r in run.ranks] == list(NAMES)
         codes = run.wait()
@@ -55,7 +57,16 @@ def test_quickstart_across_namespaces(tmp_path):
     out = tmp_path / "out" / "hospital_c"
     record = json.loads((out / "result-hospital_c.json").read_text())
     assert record["metrics"]["accuracy"] > 0.9
-    assert (out / "model.pt").is_file()
+    assert record["channel"] == "encrypted"
+    # the same spec and seed on loopback: equal up to fixed-point rounding
+    reference = quickstart_on_loopback.out / "hospital_c"
+    assert quickstart_on_loopback.codes["hospital_c"] == 0
+    loopback = json.loads((reference / "result-hospital_c.json").read_text())
+    assert abs(record["metrics"]["accuracy"] - loopback["metrics"]["accuracy"]) <= 0.02
+    weights, expected = torch.load(out / "model.pt"), torch.load(reference / "model.pt")
+    assert weights.keys() == expected.keys()
+    for key, value in weights.items():
+        torch.testing.assert_close(value, expected[key], atol=0.02, rtol=0.0)
     assert not (tmp_path / "out" / "hospital_a" / "model.pt").exists()
 
     packets = [p for p in tcp_packets(capture.path) if in_subnet(p.src) and in_subnet(p.dst)]
