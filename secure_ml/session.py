@@ -27,6 +27,12 @@ Start-up, stage by stage:
    the triples it will correct: each party learns only the keys of the
    streams it shares (see ``secure_ml.sharing.csprng``). These keys travel
    on the links, so across hosts they are sealed like everything else.
+
+Closing: the compute parties meet at a last barrier (one byte to each
+peer), and only then does party 0 tell the dealer to stop. A run thus
+ends cleanly for all or for none: a party lost after its last message (say,
+while a value was being revealed to it) fails every other process too,
+naming it, instead of leaving some with a result and some without.
 """
 
 from __future__ import annotations
@@ -75,6 +81,7 @@ class Session:
         rendezvous: str,
         out_dir: str | Path,
         progress: Callable[[str], None] | None = None,
+        on_lost: Callable[[Exception], None] | None = None,
     ) -> None:
         self.spec = spec
         self.roster = spec.roster
@@ -86,6 +93,8 @@ class Session:
         self.release_mechanisms: dict[str, list[str]] = {}
         self.setup_seconds: float | None = None
         self._progress = progress
+        #: the dealer's watch reports a lost party through this (``transport.watch``)
+        self._on_lost = on_lost
         self._stack: ExitStack | None = None
         self.precompute: Any = None  # secure_ml.sharing.precompute.Precompute, with a TTP
         self.links: Any = None  # secure_ml.transport.links.Links, once started
@@ -153,17 +162,31 @@ class Session:
             size=len(self.roster.processes),
             rendezvous=self.rendezvous,
             timeout_s=self._collective_timeout(),
+            startup_timeout_s=self.spec.launch.collective_timeout,
             frames=make_frames(self.spec.transport.codec),
             names=tuple(p.name for p in self.roster.processes),
         )
         self._stack.callback(leave)
         self._stack.callback(self._write_link_counts)
+        if self.is_dealer and self._on_lost is not None:
+            self._watch_while_idle()
         self._open_channels()
         self._check_same_spec()
         if self.in_crypten:
             self._start_crypten()
         self.setup_seconds = time.perf_counter() - started
         log.info("session ready: %s (rank %d) in %.2fs", self.name, self.rank, self.setup_seconds)
+
+    def _watch_while_idle(self) -> None:
+        from secure_ml.transport.watch import watching
+
+        watch = watching(
+            rank=self.rank,
+            names=[p.name for p in self.roster.processes],
+            limit_s=self.spec.launch.collective_timeout,
+            on_lost=self._on_lost,
+        )
+        self._stack.enter_context(watch)
 
     def _open_channels(self) -> None:
         """The handshake with every peer; seal every later message when it says so."""
@@ -253,8 +276,11 @@ class Session:
         return self.precompute.step(key, remaining)
 
     def close(self) -> None:
-        """Leave the run: party 0 tells the dealer to stop; groups are destroyed."""
+        """Leave the run: the closing barrier, then party 0 tells the dealer to stop."""
         if self._stack is not None:
+            if self.in_crypten and not self.is_dealer:
+                compute = [p.rank for p in self.roster.processes if p.crypten and not p.is_dealer]
+                self.links.barrier(compute)
             stack, self._stack = self._stack, None
             stack.close()
 

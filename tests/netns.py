@@ -37,6 +37,8 @@ import signal
 import socket
 import struct
 import subprocess
+import sys
+import threading
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -279,6 +281,32 @@ def _sets(args: Sequence[str]) -> list[str]:
         elif arg.startswith("--set="):
             out.append(arg[len("--set=") :])
     return out
+
+
+_PICKLING = threading.Lock()
+
+
+def pickled_function(fn: object) -> bytes:
+    """``fn`` cloudpickled with its test module by value (the parties cannot import it)."""
+    import cloudpickle
+
+    module = sys.modules[fn.__module__]  # a function's, or an instance's class's
+    with _PICKLING:  # the registration is global: one at a time
+        cloudpickle.register_pickle_by_value(module)
+        try:
+            return cloudpickle.dumps(fn)
+        finally:
+            cloudpickle.unregister_pickle_by_value(module)
+
+
+def function_spec(parties: Sequence[str], *, receiver: str, collective_timeout: float) -> str:
+    """A spec (TOML) for ``secure-ml party --function``: these parties and the TTP dealer."""
+    lines = ['[protocol]\nname = "python"\ndealer = "ttp"\n']
+    for name in parties:
+        roles = '"data_owner", "receiver"' if name == receiver else '"data_owner"'
+        lines.append(f'[[party]]\nname = "{name}"\nroles = [{roles}]\n')
+    lines.append(f"[launch]\ncollective_timeout = {collective_timeout}\n")
+    return "\n".join(lines)
 
 
 def make_keys(names: Sequence[str], folder: Path) -> dict[str, Path]:

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import resource
 import sys
+import threading
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,37 +65,63 @@ def run_party(
     out_dir.mkdir(parents=True, exist_ok=True)
     control = PartyControl(control_dir, party.name)
     control.start_heartbeat(exit_if_orphaned=exit_if_orphaned)
-    try:
-        record = _run(spec, rank, rendezvous, out_dir, control, job)
-        record["timings"]["total"] = time.perf_counter() - started
-        _write_json(out_dir / f"result-{party.name}.json", record)
-        control.finish({"ok": True})
-        return 0
-    except BaseException as error:  # report everything, even KeyboardInterrupt
+    reporting = threading.Lock()  # one failure report, from whichever thread comes first
+
+    def fail(error: BaseException) -> int:
         code = exit_code_for(error)
         if isinstance(error, PeerLost):  # before our links close: peers will ask why
             notices.leave(rank, error.lost_first)
-        log.error("%s: %s\n%s", type(error).__name__, error, traceback.format_exc())
+        trace = "".join(traceback.format_exception(error))  # also from the watch thread
+        log.error("%s: %s\n%s", type(error).__name__, error, trace)
         control.finish(
             {
                 "ok": False,
                 "error": f"{type(error).__name__}: {error}",
                 "kind": _kind(error),
                 "exit_code": code,
-                "traceback": traceback.format_exc(),
+                "traceback": trace,
             }
         )
+        if isinstance(error, PeerLost):
+            notices.linger_as_store_host(rank, rendezvous)
         return code
+
+    def lost_while_blocked(error: Exception) -> None:
+        # the dealer's watch thread: the main thread is stuck in gloo, so end here
+        if reporting.acquire(blocking=False):
+            sys.stderr.flush()
+            os._exit(fail(error))
+
+    try:
+        record = _run(spec, rank, rendezvous, out_dir, control, job, lost_while_blocked)
+        record["timings"]["total"] = time.perf_counter() - started
+        _write_json(out_dir / f"result-{party.name}.json", record)
+        control.finish({"ok": True})
+        return 0
+    except BaseException as error:  # report everything, even KeyboardInterrupt
+        reporting.acquire()
+        return fail(error)
 
 
 def _run(
-    spec: Spec, rank: int, rendezvous: str, out_dir: Path, control: PartyControl, job: Job
+    spec: Spec,
+    rank: int,
+    rendezvous: str,
+    out_dir: Path,
+    control: PartyControl,
+    job: Job,
+    on_lost: Callable[[Exception], None],
 ) -> dict[str, Any]:
     from secure_ml.session import Session
 
     function = _load_function(job.function_file) if job.function_file else None
     session = Session(
-        spec, rank=rank, rendezvous=rendezvous, out_dir=out_dir, progress=control.progress
+        spec,
+        rank=rank,
+        rendezvous=rendezvous,
+        out_dir=out_dir,
+        progress=control.progress,
+        on_lost=on_lost,
     )
     output: dict[str, Any] = {"metrics": {}, "artifacts": {}, "timings": {}}
     with session:

@@ -45,6 +45,7 @@ import torch.distributed as dist
 from secure_ml.errors import PeerLost, ProtocolAbort
 from secure_ml.transport import notices, objects
 from secure_ml.transport.frames import Frames, PlainFrames
+from secure_ml.transport.naming import describe
 
 #: openings to everyone up to this many elements take one direct exchange;
 #: larger ones a reduce-scatter and an all-gather over the same links.
@@ -114,9 +115,7 @@ class Links:
 
     # ------------------------------------------------------ naming --
     def describe(self, peer: int) -> str:
-        if peer < len(self.names):
-            return f"party {self.names[peer]} (rank {peer})"
-        return f"the party of rank {peer}"
+        return describe(peer, self.names)
 
     def lost(self, peer: int, error: BaseException) -> PeerLost:
         """The error for a message to or from ``peer`` that failed with ``error``.
@@ -127,7 +126,7 @@ class Links:
         text = str(error)
         if "closed" in text.lower() or "reset" in text.lower():
             why = "its connection closed (the process stopped or crashed)"
-            first = notices.read(peer)
+            first = notices.read(peer, wait_s=notices.NOTICE_WAIT_S)
             if first is not None and first not in (peer, self.rank):
                 return PeerLost(
                     f"lost {self.describe(first)}: {self.describe(peer)} stopped after losing "
@@ -378,18 +377,27 @@ def join(
     frames: Frames | None = None,
     names: Sequence[str] = (),
     backend: str = "gloo",
+    startup_timeout_s: float | None = None,
 ) -> Links:
     """Join the run's process group (every process, CrypTen's or not); return the links.
 
-    No crypten here: a process outside CrypTen's world calls only this.
+    The start-up wait (``rendezvous.meet``, bounded by ``startup_timeout_s``,
+    default ``timeout_s``) names any process that never arrived; ``timeout_s``
+    bounds every later wait. No crypten here: a process outside CrypTen's
+    world calls only this.
     """
     from datetime import timedelta
 
+    from secure_ml.transport.rendezvous import meet
+
     if dist.is_initialized():
         raise RuntimeError("this process already joined a run's process group")
+    startup = timeout_s if startup_timeout_s is None else startup_timeout_s
+    store = meet(rendezvous, rank=rank, size=size, names=tuple(names), timeout_s=startup)
+    store.set_timeout(timedelta(seconds=timeout_s))
     dist.init_process_group(
         backend=backend,
-        init_method=rendezvous,
+        store=store,
         world_size=size,
         rank=rank,
         timeout=timedelta(seconds=timeout_s),

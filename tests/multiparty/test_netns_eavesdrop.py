@@ -26,14 +26,15 @@ import os
 import sys
 from pathlib import Path
 
-import cloudpickle
 import pytest
 import torch
 from netns import (
     Testnet,
     ensure_tcpdump,
+    function_spec,
     in_subnet,
     netns_available,
+    pickled_function,
     run_parties_in_netns,
     tcp_packets,
     tcp_streams,
@@ -44,26 +45,7 @@ pytestmark = pytest.mark.multiparty
 
 NAMES = ("p0", "p1", "p2", "dealer")
 SECRET = torch.linspace(-3.0, 5.0, 24)
-SPEC = """\
-[protocol]
-name = "python"
-dealer = "ttp"
-
-[[party]]
-name = "p0"
-roles = ["data_owner"]
-
-[[party]]
-name = "p1"
-roles = ["data_owner"]
-
-[[party]]
-name = "p2"
-roles = ["data_owner", "receiver"]
-
-[launch]
-collective_timeout = 60
-"""
+SPEC = function_spec(("p0", "p1", "p2"), receiver="p2", collective_timeout=60)
 PLAINTEXT = ["--set", "transport.encryption=off", "--set", "transport.insecure_plaintext=true"]
 
 
@@ -133,12 +115,7 @@ def _eavesdrop(net: Testnet, spec: Path, out: Path, extra: list[str]) -> dict[st
     """Run the spy function with a capture on; which secrets appear in the traffic."""
     spy_dir = out / "spy"
     spy_dir.mkdir(parents=True)
-    module = sys.modules[Spy.__module__]
-    cloudpickle.register_pickle_by_value(module)
-    try:
-        (out / "spy.pkl").write_bytes(cloudpickle.dumps(Spy(spy_dir)))
-    finally:
-        cloudpickle.unregister_pickle_by_value(module)
+    (out / "spy.pkl").write_bytes(pickled_function(Spy(spy_dir)))
     capture = net.capture(out / "bridge.pcap")
     run = run_parties_in_netns(
         net, spec, out / "runs", extra_args=["--function", str(out / "spy.pkl"), *extra]

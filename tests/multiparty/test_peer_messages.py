@@ -70,7 +70,10 @@ import os, pickle, sys
 import torch, torch.distributed as dist
 
 payload, rendezvous = open(sys.argv[1], "rb").read(), sys.argv[2]
-dist.init_process_group("gloo", init_method=rendezvous, world_size=2, rank=1)
+# join as secure_ml's rendezvous expects (a rank key in the store), then gloo
+store = dist.FileStore(rendezvous[len("file://"):], 2)
+store.set("secure_ml/joined/1", "1")
+dist.init_process_group("gloo", store=store, world_size=2, rank=1)
 def as_bytes(data):
     return torch.frombuffer(bytearray(data), dtype=torch.uint8)
 # the channel handshake's hello (on loopback: no encryption), as a real peer's
