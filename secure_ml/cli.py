@@ -49,7 +49,11 @@ def _parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=helptext)
         _spec_args(p)
         if name == "party":
-            p.add_argument("--rank", type=int, help="this party's rank (default: $RANK)")
+            p.add_argument(
+                "--rank",
+                type=int,
+                help="this process's rank (default: $RANK); the dealer's rank runs the dealer",
+            )
         p.add_argument("--master-addr", help="rank 0's address (default: $MASTER_ADDR)")
         p.add_argument("--master-port", type=int, help="rank 0's port (default: $MASTER_PORT)")
         p.add_argument(
@@ -197,6 +201,7 @@ def _party(args: argparse.Namespace) -> int:
         )
         return 2
     env = read_party_env(rank=rank, master_addr=args.master_addr, master_port=args.master_port)
+    env.check([p.name for p in spec.roster.processes], compute=spec.roster.world_size)
     out = Path(args.out)
     code = run_party(
         spec,
