@@ -81,7 +81,9 @@ def test_kbit_tensors_are_uniform_over_0_to_2_k(bitlength):
     if bitlength < 64:
         assert values.min().item() >= 0 and values.max().item() < 2**bitlength
     low = min(bitlength, 8)  # the low bits are each set about half of the time
-    frequency = torch.stack([(values >> i) & 1 for i in range(low)]).double().mean(dim=1)
+    # over all 16384 values: sd 0.0039, so 0.03 is 7.7 sd (per column it was 3.8 sd,
+    # and one of 28 columns went past it about once in 250 runs)
+    frequency = torch.stack([(values >> i) & 1 for i in range(low)]).double().mean(dim=(1, 2))
     assert ((frequency - 0.5).abs() < 0.03).all()
     top = (values >> (bitlength - 1)) & 1  # so is the top bit: the range is all of 2^k
     assert abs(top.double().mean().item() - 0.5) < 0.03
