@@ -576,6 +576,9 @@ def spec_from_dict(
     transport = common.get("transport")
     if base_dir is not None and transport is not None and transport.keys is not None:
         common["transport"] = replace(transport, keys=_resolve(base_dir, transport.keys))
+    dp = family.get("dp")
+    if base_dir is not None and dp is not None and dp.ledger is not None:
+        family["dp"] = replace(dp, ledger=_resolve(base_dir, dp.ledger))
     spec = Spec(parties=parties, source=source, sections=family, **common)
     _cross_checks(v, spec)
     return spec

@@ -15,7 +15,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from secure_ml.sections import NUMBER, Key, Section, positive, probability, register_section
+from secure_ml.sections import (
+    NUMBER,
+    Key,
+    Section,
+    non_negative_int,
+    one_of,
+    positive,
+    probability,
+    register_section,
+    unhashed,
+)
+
+#: Opacus's accountants by their names in the spec (``secure_ml.release.accounting``)
+ACCOUNTANTS = ("rdp", "prv", "gdp")
 
 
 @dataclass(frozen=True)
@@ -23,6 +36,12 @@ class DPSpec:
     epsilon: float
     delta: float
     max_grad_norm: float = 1.0
+    accountant: str = "rdp"
+    #: the largest coalition of compute parties the noise stays hidden from
+    #: (None: n - 1, the coalition additive sharing tolerates)
+    collusion_threshold: int | None = None
+    #: this data owner's budget ledger (a JSON file; party-local)
+    ledger: str | None = None
 
 
 DP = register_section(
@@ -33,6 +52,9 @@ DP = register_section(
             "epsilon": Key(NUMBER, positive),
             "delta": Key(NUMBER, probability),
             "max_grad_norm": Key(NUMBER, positive),
+            "accountant": Key((str,), one_of(ACCOUNTANTS), omit_default=True),
+            "collusion_threshold": Key((int,), non_negative_int),
+            "ledger": Key((str,), hash_as=unhashed),
         },
         required=("epsilon", "delta"),
         optional=True,

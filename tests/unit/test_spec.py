@@ -37,6 +37,8 @@ def test_defaults_and_roster_with_the_dealer_as_last_rank():
         ({"data": {"partition": "diagonal"}}, r"partition = 'diagonal': must be one of"),
         ({"data": {"test_fraction": 1.5}}, r"test_fraction = 1.5: must be a number strictly"),
         ({"dp": {"epsilon": 1.0}}, r"\[dp\]: missing required key 'delta'"),
+        ({"dp": {"epsilon": 1, "delta": 1e-5, "accountant": "moments"}}, r"must be one of 'rdp'"),
+        ({"dp": {"epsilon": 1, "delta": 1e-5, "collusion_threshold": -1}}, r"an integer >= 0"),
         ({"protocol": {"name": "mpc.magic"}}, r"name = 'mpc.magic': must be one of"),
         ({"protocol": {"name": "python", "dealer": "tfp"}}, r"insecure_dealer = true"),
         ({"protocol": {"name": "python", "seed": True}}, r"seed = True: expected int"),
@@ -87,6 +89,19 @@ def test_hash_ignores_party_local_paths_and_launch_but_not_the_computation(tmp_p
     three = base(train={"epochs": 6})
     three["party"][0]["data"] = "csv:/hospital/a.csv"
     assert spec_from_dict(three).hash != spec_from_dict(one).hash
+
+
+def test_dp_ledger_is_party_local_and_resolves_against_the_spec_folder(tmp_path):
+    (tmp_path / "s.toml").write_text(
+        '[protocol]\nname = "python"\n[[party]]\nname = "a"\nroles = ["data_owner"]\n'
+        '[dp]\nepsilon = 1.0\ndelta = 1e-5\nledger = "budgets/a.json"\n'
+    )
+    spec = load_spec(tmp_path / "s.toml")
+    assert spec.dp.ledger == str(tmp_path / "budgets" / "a.json")
+    assert spec.dp.accountant == "rdp" and spec.dp.collusion_threshold is None
+    elsewhere = spec_from_dict(base(dp={"epsilon": 1.0, "delta": 1e-5, "ledger": "/x/a.json"}))
+    plain = spec_from_dict(base(dp={"epsilon": 1.0, "delta": 1e-5}))
+    assert elsewhere.hash == plain.hash  # each owner's ledger path is its own business
 
 
 def test_relative_data_paths_resolve_against_the_spec_folder(tmp_path):
