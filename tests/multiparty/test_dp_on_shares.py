@@ -1,0 +1,57 @@
+"""Gaussian noise on shares: its size, and what a coalition of parties can remove.
+
+Each compute party adds its own exact discrete Gaussian noise to its own
+share of a shared zero vector, and the noisy vector is revealed to p0. Each
+party also returns its own noise to the test (never to a peer), so the test
+can rebuild what any coalition of ``t`` parties knows and check that what is
+left after the coalition subtracts its own noise is still the accounted noise.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+import torch
+from mpkit import make_spec, run_parties
+
+from secure_ml.release import Release
+from secure_ml.release.dp import GaussianOnShares
+
+pytestmark = [pytest.mark.multiparty, pytest.mark.timeout(180)]
+
+DRAWS = 20_000  # the sd of a sample sd is ~0.5 %: the 3 % bands below are 6 standard errors
+SCALE = 2**16
+MECHANISM = GaussianOnShares(sensitivity=1.0, noise_multiplier=0.5)
+
+
+def noise_on_a_shared_zero(session):
+    zero = session.share(torch.zeros(DRAWS) if session.name == "p0" else None, owner="p0")
+    release = Release(name="noise", receivers=("p0",), shape=(DRAWS,), session=session)
+    noisy = MECHANISM.perturb(release, zero)
+    own_noise = noisy.share - zero.share  # this party's noise, in grid units
+    opened = session.reveal(noisy, to=["p0"], name="noise")
+    return {"own_noise": own_noise, "opened": opened}
+
+
+def test_noise_is_as_calibrated_and_no_coalition_removes_more_than_allowed(world, tmp_path):
+    results = run_parties(noise_on_a_shared_zero, make_spec(world), tmp_path)
+    names = sorted(results)
+    n = len(names)
+    opened = results["p0"]["opened"].double()
+    assert all(results[name]["opened"] is None for name in names if name != "p0")
+    noise = {name: results[name]["own_noise"].double() / SCALE for name in names}
+    # the opened value is exactly the sum of every party's noise: nothing else was added
+    torch.testing.assert_close(opened, sum(noise.values()), atol=1e-4, rtol=0)
+    # every party added its own, independent noise of sigma / sqrt(n - t), t = n - 1 here
+    party_sigma = MECHANISM.party_sigma(n)
+    for name in names:
+        assert abs(noise[name].std().item() / party_sigma - 1) < 0.03, name
+    assert abs(opened.std().item() / MECHANISM.total_sigma(n) - 1) < 0.03
+    assert abs(opened.mean().item()) < 6 * MECHANISM.total_sigma(n) / math.sqrt(DRAWS)
+    # any t = n - 1 parties subtract what they added: the accounted noise is left
+    t = MECHANISM.threshold(n)
+    for coalition in itertools.combinations(names, t):
+        left = opened - sum(noise[name] for name in coalition)
+        assert abs(left.std().item() / MECHANISM.accounted_sigma - 1) < 0.03, coalition
