@@ -94,6 +94,8 @@ def assemble(
 ) -> dict[str, Any]:
     """Build the run's result from the party records and the launcher's own numbers."""
     records = party_records(spec, outcome)
+    if privacy is None:  # the protocol's own account, as its compute parties wrote it
+        privacy = next((r["privacy"] for r in records if r.get("privacy")), None)
     metrics = merge_metrics(records)
     for key, value in (plaintext_metrics or {}).items():
         metrics.setdefault(key, value)

@@ -123,7 +123,7 @@ def _run(
         progress=control.progress,
         on_lost=on_lost,
     )
-    output: dict[str, Any] = {"metrics": {}, "artifacts": {}, "timings": {}}
+    output: dict[str, Any] = {"metrics": {}, "artifacts": {}, "timings": {}, "privacy": None}
     with session:
         control.progress("connected")
         compute_started = time.perf_counter()
@@ -142,6 +142,7 @@ def _run(
                 "metrics": result.metrics,
                 "artifacts": result.artifacts,
                 "timings": result.timings,
+                "privacy": result.privacy,
             }
         compute = time.perf_counter() - compute_started
         comm = session.comm_stats()
@@ -164,6 +165,7 @@ def _party_record(
         "timings": {"setup": session.setup_seconds, "compute": compute, **output["timings"]},
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "revealed_to": session.revealed,
+        "privacy": output["privacy"],
         "channel": session.channel,
         "versions": versions(),
     }

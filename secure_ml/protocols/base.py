@@ -22,6 +22,9 @@ class PartyOutput:
     metrics: dict[str, Any] = field(default_factory=dict)
     artifacts: dict[str, Path] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)  # seconds per named stage
+    #: what was released under differential privacy (result.json's ``privacy``);
+    #: the same on every compute party, so the first record's is the run's
+    privacy: dict[str, Any] | None = None
 
 
 class Protocol:

@@ -1,34 +1,47 @@
 """Differential-privacy noise added on shares, before anything is opened.
 
-``GaussianOnShares`` is a release mechanism (``secure_ml.release.mechanism``):
-``reveal(value, to=[...], mechanism=GaussianOnShares(...))`` opens the value
-plus Gaussian noise that no coalition of up to ``t`` compute parties knows.
+``GaussianOnShares`` and ``LaplaceOnShares`` are release mechanisms
+(``secure_ml.release.mechanism``): ``reveal(value, to=[...], mechanism=...)``
+opens the value plus noise that no coalition of up to ``t`` compute parties
+knows, after charging the budget of every data owner whose data it touches.
 
 Stage by stage, on every compute party (n of them):
 
-1. ``charge``: nothing is sent (the budget ledgers come with the ``[dp]``
-   section; here the mechanism only checks its arguments);
-2. ``perturb``: each party draws its own noise from an exact discrete
-   Gaussian on the fixed-point grid (``secure_ml.release.noise``, CSPRNG
-   only) with variance ``sigma^2 / (n - t)``, and adds it to its own share. No
-   message is sent; each party knows only its own noise;
+1. ``charge``: each owner among the compute parties checks its own budget
+   ledger (``[dp] ledger``, ``secure_ml.release.ledger``) for this release.
+   The compute parties then exchange one verdict each (a boolean: "my ledger
+   can pay"); each party learns only which owners can pay, never how much is
+   left elsewhere. If any owner cannot, every party refuses
+   (``PrivacyBudgetExceeded``) and nothing else is sent. Otherwise each owner
+   charges its ledger (deciding again under the ledger's lock), before any
+   noise is drawn: a crash after this can only over-count;
+2. ``perturb``: each party draws its own noise, an exact discrete Gaussian or
+   Laplace on the fixed-point grid (``secure_ml.release.noise``, CSPRNG
+   only), and adds it to its own share. No message is sent; each party knows
+   only its own noise;
 3. open: ``reveal`` sends the perturbed shares to the receivers only.
 
-Why ``n - t``: a coalition of ``t`` parties can subtract the noise its members
-added, but not the others'. The ``n - t`` parties outside it together add
-variance ``sigma^2``, the calibrated noise the accountant assumed, whichever
-coalition it is. The released value therefore carries ``n / (n - t)`` times
-the calibrated variance (``total_sigma``); at the default ``t = n - 1``, each
-party adds the full ``sigma`` and the value carries ``n sigma^2``. The guarantee holds
+Gaussian, why sigma^2 / (n - t) per party: a coalition of ``t`` parties can
+subtract the noise its members added, but not the others'. The ``n - t``
+parties outside it together add variance sigma^2, the calibrated noise the
+accountant assumed, whichever coalition it is. The released value carries
+``n / (n - t)`` times the calibrated variance (``total_sigma``): at the
+default ``t = n - 1`` each party adds the full sigma. The guarantee holds
 against any ``t`` colluding compute parties and every receiver, with the
-accounted ``sigma`` (``accounted_sigma``), not the larger total.
+accounted sigma, not the larger total.
 
-The grid: values are fixed-point integers at scale ``2^16``, so the noise
-is drawn in grid units, ``sigma_grid = sigma * 2^16`` per unit of the value. The
-discrete Gaussian on that grid satisfies the same zCDP bound as the
-continuous one for a sensitivity that is a whole number of grid units
-(Canonne, Kamath, Steinke 2020), so the continuous Gaussian's accounting
-applies; the sensitivity is rounded up to the grid.
+Laplace: a sum of Laplace noises is not Laplace, so each party adds the full
+calibrated scale, whatever ``t``: one party outside the coalition already
+gives the pure epsilon guarantee (the rest is post-processing). The released
+value carries ``n`` Laplace noises.
+
+The grid: values are fixed-point integers at scale ``2^16``, so noise is
+drawn in grid units. The sensitivity is rounded up to whole grid units and
+the noise's sigma (or scale) up to a whole number of them: never less noise
+than accounted. The discrete Gaussian satisfies the continuous Gaussian's
+zCDP bound for a grid sensitivity (Canonne, Kamath, Steinke 2020), so the
+Gaussian's RDP accounting applies; the discrete Laplace of scale b is
+(sensitivity / b)-DP.
 """
 
 from __future__ import annotations
@@ -37,35 +50,37 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from secure_ml.errors import PrivacyBudgetExceeded, SpecError
 from secure_ml.release.mechanism import Release
+
+#: the guarantee's adversary, as result.json states it
+AGAINST = "any {t} colluding compute parties and every receiver"
+
+
+def _positive(field: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{field} must be a positive finite number, not {value!r}")
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{field} must be a positive finite number, not {value!r}")
 
 
 @dataclass(frozen=True)
-class GaussianOnShares:
-    """Gaussian noise of ``noise_multiplier * sensitivity``, added on shares (see above).
-
-    ``collusion_threshold`` is ``t``: the largest coalition of compute
-    parties the noise must stay hidden from (default ``n - 1``, all but one).
-    """
+class _OnShares:
+    """What both mechanisms share: owners, threshold, the charge and the grid."""
 
     sensitivity: float
-    noise_multiplier: float
-    collusion_threshold: int | None = None
-    name: str = "gaussian on shares"
+    collusion_threshold: int | None
+    #: the data owners whose data the value touches (None: every data owner)
+    owners: tuple[str, ...] | None
+    name: str
 
     def __post_init__(self) -> None:
-        positive = {"sensitivity": self.sensitivity, "noise_multiplier": self.noise_multiplier}
-        for field, value in positive.items():
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-                raise ValueError(f"{field} must be a positive finite number, not {value!r}")
+        _positive("sensitivity", self.sensitivity)
         t = self.collusion_threshold
         if t is not None and (not isinstance(t, int) or isinstance(t, bool) or t < 0):
             raise ValueError(f"collusion_threshold must be an integer >= 0, not {t!r}")
-
-    @property
-    def accounted_sigma(self) -> float:
-        """The sigma the accountant uses: what any ``t`` parties cannot remove."""
-        return self.noise_multiplier * self.sensitivity
+        if self.owners is not None and not all(isinstance(o, str) for o in self.owners):
+            raise ValueError(f"owners must be party names, not {self.owners!r}")
 
     def threshold(self, n_parties: int) -> int:
         t = n_parties - 1 if self.collusion_threshold is None else self.collusion_threshold
@@ -76,6 +91,54 @@ class GaussianOnShares:
             )
         return t
 
+    def ledger_entry(self, release: Release) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def charge(self, release: Release) -> None:
+        self.threshold(release.roster.world_size)  # a bad threshold is refused before anything
+        charge_owners(release, self.ledger_entry(release), self.owners)
+
+    def grid_sensitivity(self, value: Any) -> tuple[int, int]:
+        """The fixed-point scale and the sensitivity in whole grid units (rounded up)."""
+        scale = int(value.encoder.scale)
+        return scale, math.ceil(self.sensitivity * scale)
+
+
+@dataclass(frozen=True)
+class GaussianOnShares(_OnShares):
+    """Gaussian noise of ``noise_multiplier * sensitivity`` (L2), added on shares.
+
+    ``epsilon``/``delta``: what this one release costs on the accountant's
+    curve (for ``describe``); the ledgers compose the noise multiplier itself.
+    """
+
+    noise_multiplier: float = 1.0
+    epsilon: float | None = None
+    delta: float | None = None
+
+    def __init__(
+        self,
+        sensitivity: float,
+        noise_multiplier: float,
+        collusion_threshold: int | None = None,
+        *,
+        owners: tuple[str, ...] | None = None,
+        epsilon: float | None = None,
+        delta: float | None = None,
+        name: str = "gaussian on shares",
+    ) -> None:
+        _positive("noise_multiplier", noise_multiplier)
+        fields = {"noise_multiplier": noise_multiplier, "epsilon": epsilon, "delta": delta}
+        for key, value in fields.items():
+            object.__setattr__(self, key, value)
+        owners = None if owners is None else tuple(owners)
+        super().__init__(sensitivity, collusion_threshold, owners, name)
+
+    @property
+    def accounted_sigma(self) -> float:
+        """The sigma the accountant uses: what any ``t`` parties cannot remove."""
+        return self.noise_multiplier * self.sensitivity
+
     def total_sigma(self, n_parties: int) -> float:
         """The sigma of all the noise in the released value: ``sigma sqrt(n / (n - t))``."""
         t = self.threshold(n_parties)
@@ -85,19 +148,150 @@ class GaussianOnShares:
         """The sigma each compute party adds: ``sigma / sqrt(n - t)``."""
         return self.accounted_sigma / math.sqrt(n_parties - self.threshold(n_parties))
 
-    def charge(self, release: Release) -> None:
-        self.threshold(release.roster.world_size)  # refuse a bad threshold before any noise
+    def ledger_entry(self, release: Release) -> dict[str, Any]:
+        return {
+            "kind": "gaussian",
+            "noise_multiplier": self.noise_multiplier,
+            "sample_rate": 1.0,
+            "steps": 1,
+            "name": release.name,
+        }
 
     def perturb(self, release: Release, value: Any) -> Any:
         from secure_ml.release.noise import discrete_gaussian
 
-        scale = int(value.encoder.scale)
         n = release.roster.world_size
-        # sigma on the grid, from the sensitivity rounded up to whole grid units
-        sensitivity_grid = math.ceil(self.sensitivity * scale)
+        _, sensitivity_grid = self.grid_sensitivity(value)
         sigma = self.noise_multiplier * sensitivity_grid / math.sqrt(n - self.threshold(n))
-        # a whole number of grid units, rounded up: never less noise than accounted
-        sigma_grid = max(1, math.ceil(sigma))
-        noisy = value.clone()
-        noisy.share = noisy.share + discrete_gaussian(sigma_grid, tuple(value.share.shape))
-        return noisy
+        return _add_own_noise(value, discrete_gaussian(max(1, math.ceil(sigma)), _shape(value)))
+
+    def describe(self, n_parties: int) -> dict[str, Any]:
+        t = self.threshold(n_parties)
+        return {
+            "mechanism": "gaussian",
+            "sensitivity": self.sensitivity,
+            "noise_multiplier": self.noise_multiplier,
+            "accounted_sigma": self.accounted_sigma,
+            "total_sigma": self.total_sigma(n_parties),
+            "epsilon": self.epsilon,
+            "delta": self.delta,
+            "collusion_threshold": t,
+            "against": AGAINST.format(t=t),
+        }
+
+
+@dataclass(frozen=True)
+class LaplaceOnShares(_OnShares):
+    """Laplace noise of scale ``sensitivity / epsilon`` (L1), added in full by each party."""
+
+    epsilon: float = 1.0
+
+    def __init__(
+        self,
+        sensitivity: float,
+        epsilon: float,
+        collusion_threshold: int | None = None,
+        *,
+        owners: tuple[str, ...] | None = None,
+        name: str = "laplace on shares",
+    ) -> None:
+        _positive("epsilon", epsilon)
+        object.__setattr__(self, "epsilon", epsilon)
+        owners = None if owners is None else tuple(owners)
+        super().__init__(sensitivity, collusion_threshold, owners, name)
+
+    @property
+    def accounted_scale(self) -> float:
+        return self.sensitivity / self.epsilon
+
+    def total_scale(self, n_parties: int) -> float:
+        """The standard deviation of all the noise over sqrt(2): ``b sqrt(n)``."""
+        return self.accounted_scale * math.sqrt(n_parties)
+
+    def ledger_entry(self, release: Release) -> dict[str, Any]:
+        return {"kind": "laplace", "epsilon": self.epsilon, "name": release.name}
+
+    def perturb(self, release: Release, value: Any) -> Any:
+        from secure_ml.release.noise import discrete_laplace
+
+        _, sensitivity_grid = self.grid_sensitivity(value)
+        scale = max(1, math.ceil(sensitivity_grid / self.epsilon))
+        return _add_own_noise(value, discrete_laplace(scale, _shape(value)))
+
+    def describe(self, n_parties: int) -> dict[str, Any]:
+        t = self.threshold(n_parties)
+        return {
+            "mechanism": "laplace",
+            "sensitivity": self.sensitivity,
+            "epsilon": self.epsilon,
+            "delta": 0.0,
+            "accounted_scale": self.accounted_scale,
+            "total_std": self.total_scale(n_parties) * math.sqrt(2),
+            "collusion_threshold": t,
+            "against": AGAINST.format(t=t),
+        }
+
+
+def _shape(value: Any) -> tuple[int, ...]:
+    return tuple(value.share.shape)
+
+
+def _add_own_noise(value: Any, noise: Any) -> Any:
+    """``value`` with ``noise`` (grid units) added to this party's share only."""
+    noisy = value.clone()
+    noisy.share = noisy.share + noise
+    return noisy
+
+
+def charge_owners(release: Release, entry: dict[str, Any], owners: tuple[str, ...] | None) -> None:
+    """Stage 1 of the module docstring: every owner can pay, or every party refuses."""
+    session: Any = release.session
+    roster = release.roster
+    compute = [p for p in roster.parties if p.crypten]
+    owning = _owners(roster, compute, owners)
+    ledger, refusal = None, None
+    if session.name in owning:
+        ledger = _ledger_of(session)
+        try:
+            ledger.check(entry)
+        except PrivacyBudgetExceeded as error:
+            refusal = str(error)
+    verdicts = session.links.all_gather_obj(refusal is None, [p.rank for p in compute])
+    short = [p.name for p, ok in zip(compute, verdicts, strict=True) if ok is not True]
+    if refusal is not None:
+        raise PrivacyBudgetExceeded(refusal)
+    if short:
+        raise PrivacyBudgetExceeded(
+            f"release {release.name!r} refused: the budget ledger of {', '.join(short)} "
+            "cannot pay for it (its party's error says what is left); nothing was released"
+        )
+    if ledger is not None:
+        ledger.charge(entry)
+
+
+def _owners(roster: Any, compute: list[Any], owners: tuple[str, ...] | None) -> set[str]:
+    names = {p.name for p in compute}
+    if owners is None:
+        return {p.name for p in compute if "data_owner" in p.roles}
+    unknown = [o for o in owners if o not in names]
+    if unknown:
+        raise ValueError(
+            f"owners {unknown} are not compute parties ({', '.join(sorted(names))}): only "
+            "a compute party keeps a budget ledger for its data"
+        )
+    return set(owners)
+
+
+def _ledger_of(session: Any) -> Any:
+    from secure_ml.release.ledger import Ledger
+
+    dp = session.spec.dp
+    if dp is None or dp.ledger is None:
+        raise SpecError(
+            f"party {session.name} owns data this release touches but keeps no budget "
+            "ledger: add [dp] with epsilon, delta and ledger = PATH (its own JSON file)"
+        )
+    path = dp.ledger.replace("{party}", session.name)
+    return Ledger(
+        path, owner=session.name, epsilon=dp.epsilon, delta=dp.delta, accountant=dp.accountant
+    )

@@ -6,9 +6,10 @@ mechanism=...)``. Stages, on every compute party, in this order:
 
 1. ``charge(release)``: the mechanism accounts for the release (e.g. charges
    the privacy budget of every owner whose data the value touches) and may
-   refuse by raising (``PrivacyBudgetExceeded``). Nothing is sent: every party
-   runs the same code on the same spec and reaches the same decision, so a
-   refusal stops every party before any share moves. Parties learn nothing.
+   refuse by raising (``PrivacyBudgetExceeded``). Budgets live in each
+   owner's own ledger, so the parties may first exchange one verdict each
+   ("my ledger can pay", ``secure_ml.release.dp``); nothing of the value is
+   sent, and a refusal stops every party before any share moves.
 2. ``perturb(release, value)``: the mechanism transforms the value ON SHARES
    and returns a shared value, e.g. each party adds its own share of noise, so
    that no coalition of parties short of all of them knows the noise. What is
@@ -81,7 +82,7 @@ class ReleaseMechanism(Protocol):
         ...
 
     def charge(self, release: Release) -> None:
-        """Account for ``release``; raise to refuse it. Must not communicate."""
+        """Account for ``release``; raise to refuse it. Sends no share of the value."""
         ...
 
     def perturb(self, release: Release, value: Any) -> Any:

@@ -16,8 +16,11 @@ import pytest
 import torch
 from mpkit import make_spec, run_parties
 
+from secure_ml.errors import PrivacyBudgetExceeded
 from secure_ml.release import Release
+from secure_ml.release.accounting import GaussianSteps, epsilon_for
 from secure_ml.release.dp import GaussianOnShares
+from secure_ml.release.ledger import Ledger
 
 pytestmark = [pytest.mark.multiparty, pytest.mark.timeout(180)]
 
@@ -55,3 +58,47 @@ def test_noise_is_as_calibrated_and_no_coalition_removes_more_than_allowed(world
     for coalition in itertools.combinations(names, t):
         left = opened - sum(noise[name] for name in coalition)
         assert abs(left.std().item() / MECHANISM.accounted_sigma - 1) < 0.03, coalition
+
+
+NOISE_MULTIPLIER = 2.0
+DELTA = 1e-5
+
+
+def three_releases(session):
+    """The same mechanism three times; every party returns what happened to each."""
+    mechanism = GaussianOnShares(sensitivity=1.0, noise_multiplier=NOISE_MULTIPLIER)
+    value = session.share(torch.ones(4) if session.name == "p0" else None, owner="p0")
+    outcome = []
+    for i in range(3):
+        try:
+            opened = session.reveal(value, to=["p0"], name=f"release {i}", mechanism=mechanism)
+            outcome.append("released" if (opened is None) == (session.name != "p0") else "?")
+        except PrivacyBudgetExceeded as refusal:
+            outcome.append(str(refusal))
+    return outcome
+
+
+def test_every_owner_pays_or_no_one_releases(world, tmp_path):
+    history = [GaussianSteps(NOISE_MULTIPLIER, 1.0, k) for k in (2, 3)]
+    two, three = (epsilon_for([h], DELTA) for h in history)
+    budget = (two + three) / 2  # two releases fit, a third does not
+    ledger = str(tmp_path / "ledgers" / "{party}.json")
+    spec = make_spec(world, dp={"epsilon": budget, "delta": DELTA, "ledger": ledger})
+    # p1 has spent a little already (pure epsilon): it cannot pay for a second release
+    prior = Ledger(ledger.replace("{party}", "p1"), owner="p1", epsilon=budget, delta=DELTA)
+    left_after_one = budget - epsilon_for([GaussianSteps(NOISE_MULTIPLIER, 1.0, 1)], DELTA)
+    prior.charge({"kind": "laplace", "epsilon": left_after_one * 0.9, "name": "earlier"})
+    results = run_parties(three_releases, spec, tmp_path / "run")
+    names = sorted(results)
+    for name in names:
+        first, second, third = results[name]
+        assert first == "released", (name, first)
+        # p1's ledger refuses the second release, so every party refuses it
+        expected = "refused: it would raise" if name == "p1" else "the budget ledger of p1"
+        for refused in (second, third):
+            assert expected in refused and "nothing was released" in refused.lower(), refused
+    for name in names:
+        kept = Ledger(ledger.replace("{party}", name), owner=name, epsilon=budget, delta=DELTA)
+        charged = [e["name"] for e in kept.entries()]
+        assert charged == (["earlier", "release 0"] if name == "p1" else ["release 0"])
+        assert kept.spent()[0] <= budget
