@@ -46,6 +46,11 @@ FAMILIES: tuple[Family, ...] = (
         },
         sections=("secure_ml.protocols.mpc_sections",),
     ),
+    Family(
+        name="dp",
+        protocols={"dp.stats": "secure_ml.protocols.stats:DPStats"},
+        sections=("secure_ml.protocols.stats_section",),
+    ),
 )
 
 #: modules registering sections that protocols of several families may read

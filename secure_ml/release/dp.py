@@ -103,6 +103,23 @@ class _OnShares:
         scale = int(value.encoder.scale)
         return scale, math.ceil(self.sensitivity * scale)
 
+    def on_grid(self, value: Any) -> Any:
+        """``value`` at the usual fixed-point scale (2^16), by a local multiplication.
+
+        CrypTen's comparisons return integers at scale 1: noise drawn on that
+        grid would round the sensitivity and sigma up to whole units, far more
+        noise than accounted (and than ``describe`` reports). Multiplying every
+        share by 2^16 is local and exact (the counts are small integers).
+        """
+        usual = type(value.encoder)()
+        ratio = int(usual.scale) // int(value.encoder.scale)
+        if ratio <= 1:
+            return value
+        rescaled = value.clone()
+        rescaled.share = value.share * ratio
+        rescaled.encoder = usual
+        return rescaled
+
 
 @dataclass(frozen=True)
 class GaussianOnShares(_OnShares):
@@ -161,6 +178,7 @@ class GaussianOnShares(_OnShares):
         from secure_ml.release.noise import discrete_gaussian
 
         n = release.roster.world_size
+        value = self.on_grid(value)
         _, sensitivity_grid = self.grid_sensitivity(value)
         sigma = self.noise_multiplier * sensitivity_grid / math.sqrt(n - self.threshold(n))
         return _add_own_noise(value, discrete_gaussian(max(1, math.ceil(sigma)), _shape(value)))
@@ -214,6 +232,7 @@ class LaplaceOnShares(_OnShares):
     def perturb(self, release: Release, value: Any) -> Any:
         from secure_ml.release.noise import discrete_laplace
 
+        value = self.on_grid(value)
         _, sensitivity_grid = self.grid_sensitivity(value)
         scale = max(1, math.ceil(sensitivity_grid / self.epsilon))
         return _add_own_noise(value, discrete_laplace(scale, _shape(value)))
