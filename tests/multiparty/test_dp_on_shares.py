@@ -19,7 +19,7 @@ from mpkit import make_spec, run_parties
 from secure_ml.errors import PrivacyBudgetExceeded
 from secure_ml.release import Release
 from secure_ml.release.accounting import GaussianSteps, epsilon_for
-from secure_ml.release.dp import GaussianOnShares
+from secure_ml.release.dp import GaussianOnShares, LaplaceOnShares
 from secure_ml.release.ledger import Ledger
 
 pytestmark = [pytest.mark.multiparty, pytest.mark.timeout(180)]
@@ -27,6 +27,7 @@ pytestmark = [pytest.mark.multiparty, pytest.mark.timeout(180)]
 DRAWS = 20_000  # the sd of a sample sd is ~0.5 %: the 3 % bands below are 6 standard errors
 SCALE = 2**16
 MECHANISM = GaussianOnShares(sensitivity=1.0, noise_multiplier=0.5)
+LAPLACE = LaplaceOnShares(sensitivity=1.0, epsilon=2.0)
 
 
 def noise_on_a_shared_zero(session):
@@ -34,8 +35,9 @@ def noise_on_a_shared_zero(session):
     release = Release(name="noise", receivers=("p0",), shape=(DRAWS,), session=session)
     noisy = MECHANISM.perturb(release, zero)
     own_noise = noisy.share - zero.share  # this party's noise, in grid units
+    laplace = LAPLACE.perturb(release, zero).share - zero.share  # drawn, never opened
     opened = session.reveal(noisy, to=["p0"], name="noise")
-    return {"own_noise": own_noise, "opened": opened}
+    return {"own_noise": own_noise, "opened": opened, "laplace": laplace}
 
 
 def test_noise_is_as_calibrated_and_no_coalition_removes_more_than_allowed(world, tmp_path):
@@ -53,6 +55,12 @@ def test_noise_is_as_calibrated_and_no_coalition_removes_more_than_allowed(world
         assert abs(noise[name].std().item() / party_sigma - 1) < 0.03, name
     assert abs(opened.std().item() / MECHANISM.total_sigma(n) - 1) < 0.03
     assert abs(opened.mean().item()) < 6 * MECHANISM.total_sigma(n) / math.sqrt(DRAWS)
+    # Laplace: every party adds the full scale b (sd b sqrt 2; the sample sd's standard
+    # error is ~0.8 % at Laplace's kurtosis, so 5 % is 6 of them), centred, symmetric
+    for name in names:
+        laplace = results[name]["laplace"].double() / SCALE
+        assert abs(laplace.std().item() / (LAPLACE.accounted_scale * math.sqrt(2)) - 1) < 0.05
+        assert abs(laplace.mean().item()) < 6 * LAPLACE.accounted_scale * math.sqrt(2 / DRAWS)
     # any t = n - 1 parties subtract what they added: the accounted noise is left
     t = MECHANISM.threshold(n)
     for coalition in itertools.combinations(names, t):
