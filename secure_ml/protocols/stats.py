@@ -70,13 +70,10 @@ if TYPE_CHECKING:
 
 #: the confidence level of every interval
 LEVEL = 0.95
-#: the two-sided normal quantile of LEVEL
-Z95 = 1.959963984540054
 #: shrinks each Laplace epsilon by a hair so that k of them sum to at most epsilon in floats
 _FLOAT_MARGIN = 1e-9
 #: fixed-point resolution of a shared value (16 fractional bits)
 GRID = 2.0**-16
-AGAINST = "any coalition of t compute parties and every receiver"
 NEIGHBOURING = "replace one row (bounded DP; the row count n is public)"
 
 
@@ -116,23 +113,29 @@ class Query:
 
 
 @lru_cache(maxsize=8)
+def _feature_table(source: str) -> tuple[int, tuple[str, ...] | None]:
+    """How many features a built-in sklearn source has, and their names (if it names them).
+
+    Loaded once per source: check_spec, the column plan and the sharing all ask.
+    """
+    import sklearn.datasets
+
+    _scheme, _, name = source.partition(":")
+    bunch = getattr(sklearn.datasets, SKLEARN_DATASETS[name][0])()
+    names = getattr(bunch, "feature_names", None)
+    return int(bunch.data.shape[1]), None if names is None else tuple(str(n) for n in names)
+
+
 def feature_names(source: str) -> tuple[str, ...] | None:
     """The feature names of a built-in sklearn source (None for other sources)."""
     scheme, _, name = source.partition(":")
     if scheme != "sklearn" or name not in SKLEARN_DATASETS:
         return None
-    import sklearn.datasets
-
-    bunch = getattr(sklearn.datasets, SKLEARN_DATASETS[name][0])()
-    names = getattr(bunch, "feature_names", None)
-    return None if names is None else tuple(str(n) for n in names)
+    return _feature_table(source)[1]
 
 
 def n_features(source: str) -> int:
-    _scheme, _, name = source.partition(":")
-    import sklearn.datasets
-
-    return int(getattr(sklearn.datasets, SKLEARN_DATASETS[name][0])().data.shape[1])
+    return _feature_table(source)[0]
 
 
 def resolve_columns(spec: Spec) -> list[Column]:
@@ -158,18 +161,22 @@ def resolve_columns(spec: Spec) -> list[Column]:
     return out
 
 
+def vertical_holders(spec: Spec, columns: list[Column]) -> list[tuple[int, int]]:
+    """Vertical split: per column, the index of its owner and its position in that block."""
+    blocks = vertical_columns(n_features(spec.data.source), len(data_owners(spec)))
+    out = []
+    for column in columns:
+        k = next(k for k, b in enumerate(blocks) if b.start <= column.index < b.stop)
+        out.append((k, column.index - blocks[k].start))
+    return out
+
+
 def column_owners(spec: Spec, columns: list[Column]) -> list[tuple[str, ...]]:
     """The data owners whose data each column holds (vertical: one; horizontal: all)."""
     owners = data_owners(spec)
     if spec.data.partition != "vertical":
         return [tuple(o.name for o in owners)] * len(columns)
-    blocks = vertical_columns(n_features(spec.data.source), len(owners))
-    out = []
-    for column in columns:
-        spans = [range(b.start, b.stop) for b in blocks]
-        holder = next(o for o, span in zip(owners, spans, strict=True) if column.index in span)
-        out.append((holder.name,))
-    return out
+    return [(owners[k].name,) for k, _ in vertical_holders(spec, columns)]
 
 
 def plan_queries(spec: Spec, columns: list[Column]) -> list[Query]:
@@ -245,9 +252,11 @@ def noise_quantile(mechanism: Any, n_parties: int, tail: float) -> float:
     """
     from statistics import NormalDist
 
-    if hasattr(mechanism, "total_sigma"):
+    from secure_ml.release.dp import GaussianOnShares
+
+    if isinstance(mechanism, GaussianOnShares):
         z = NormalDist().inv_cdf(1 - tail / 2)
-        return z * mechanism.total_sigma(n_parties)
+        return z * mechanism.noise_sd(n_parties)
     b = mechanism.accounted_scale
     if n_parties == 1:
         return b * math.log(1 / tail)
@@ -315,7 +324,7 @@ def post_process(
             noisy_sum = float(opened[i])
             q_sum = noise_quantile(mechanisms[i], n_parties, 1 - LEVEL)
             allowance = n * GRID
-            sd = _noise_sd(mechanisms[i], n_parties)
+            sd = mechanisms[i].noise_sd(n_parties)
             if "sum" in wanted:
                 stats["sum"] = {
                     "value": noisy_sum,
@@ -340,7 +349,7 @@ def post_process(
                 stats["variance"] = {
                     "value": min(max(variance, 0.0), cap),
                     "raw_value": variance,
-                    "noise_std_sum_of_squares": _noise_sd(mechanisms[j], n_parties) / n,
+                    "noise_std_sum_of_squares": mechanisms[j].noise_sd(n_parties) / n,
                     "ci95": _interval(variance, radius, 0.0, cap),
                 }
         if ("histogram", c) in by_kind:
@@ -350,17 +359,11 @@ def post_process(
             stats["histogram"] = {
                 "edges": list(bins or ()),
                 "counts": counts,
-                "noise_std": _noise_sd(mechanisms[i], n_parties),
+                "noise_std": mechanisms[i].noise_sd(n_parties),
                 "ci95": [_interval(v, q_h + GRID * n, 0.0, float(n)) for v in counts],
             }
         out[column.name] = stats
     return out
-
-
-def _noise_sd(mechanism: Any, n_parties: int) -> float:
-    if hasattr(mechanism, "total_sigma"):
-        return mechanism.total_sigma(n_parties)
-    return mechanism.accounted_scale * math.sqrt(2 * n_parties)
 
 
 # ------------------------------------------------------------------ on shares --
@@ -387,14 +390,14 @@ def share_columns(session: Session, columns: list[Column]) -> Any:
     spec = session.spec
     owners = data_owners(spec)
     vertical = spec.data.partition == "vertical"
-    blocks = vertical_columns(n_features(spec.data.source), len(owners)) if vertical else None
+    holders = vertical_holders(spec, columns) if vertical else None
     parts, order = [], []
     for k, owner in enumerate(owners):
         if vertical:
-            held = [i for i, c in enumerate(columns) if blocks[k].start <= c.index < blocks[k].stop]
+            held = [i for i, (holder, _) in enumerate(holders) if holder == k]
             if not held:
                 continue
-            local = [columns[i].index - blocks[k].start for i in held]
+            local = [holders[i][1] for i in held]
             order += held
         else:
             local = [c.index for c in columns]
@@ -542,6 +545,8 @@ def describe_privacy(
     owners: list[tuple[str, ...]],
 ) -> dict[str, Any]:
     """result.json's ``privacy`` block (the same on every compute party)."""
+    from secure_ml.release.dp import AGAINST
+
     dp = spec.dp
     gaussian = spec.stats.mechanism == "gaussian"
     t = mechanisms[0].threshold(n_parties) if mechanisms else dp.collusion_threshold
@@ -564,7 +569,7 @@ def describe_privacy(
         "noise_multiplier": budget.get("noise_multiplier"),
         "mechanism": spec.stats.mechanism,
         "collusion_threshold": t,
-        "against": AGAINST.replace("t compute", f"t = {t} compute"),
+        "against": AGAINST.format(t=t),
         "epsilon_per_release": budget["epsilon_per_release"],
         "delta_per_release": budget["delta_per_release"],
         "per_query": per_query,

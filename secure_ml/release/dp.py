@@ -47,7 +47,6 @@ Gaussian's RDP accounting applies; the discrete Laplace of scale b is
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any
 
 from secure_ml.errors import PrivacyBudgetExceeded, SpecError
@@ -58,29 +57,32 @@ AGAINST = "any {t} colluding compute parties and every receiver"
 
 
 def _positive(field: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{field} must be a positive finite number, not {value!r}")
-    if not (math.isfinite(value) and value > 0):
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not (number and math.isfinite(value) and value > 0):
         raise ValueError(f"{field} must be a positive finite number, not {value!r}")
 
 
-@dataclass(frozen=True)
 class _OnShares:
     """What both mechanisms share: owners, threshold, the charge and the grid."""
 
-    sensitivity: float
-    collusion_threshold: int | None
-    #: the data owners whose data the value touches (None: every data owner)
-    owners: tuple[str, ...] | None
-    name: str
-
-    def __post_init__(self) -> None:
-        _positive("sensitivity", self.sensitivity)
-        t = self.collusion_threshold
+    def __init__(
+        self,
+        sensitivity: float,
+        collusion_threshold: int | None,
+        owners: tuple[str, ...] | None,
+        name: str,
+    ) -> None:
+        _positive("sensitivity", sensitivity)
+        t = collusion_threshold
         if t is not None and (not isinstance(t, int) or isinstance(t, bool) or t < 0):
             raise ValueError(f"collusion_threshold must be an integer >= 0, not {t!r}")
-        if self.owners is not None and not all(isinstance(o, str) for o in self.owners):
-            raise ValueError(f"owners must be party names, not {self.owners!r}")
+        if owners is not None and not all(isinstance(o, str) for o in owners):
+            raise ValueError(f"owners must be party names, not {owners!r}")
+        self.sensitivity = sensitivity
+        self.collusion_threshold = collusion_threshold
+        #: the data owners whose data the value touches (None: every data owner)
+        self.owners = None if owners is None else tuple(owners)
+        self.name = name
 
     def threshold(self, n_parties: int) -> int:
         t = n_parties - 1 if self.collusion_threshold is None else self.collusion_threshold
@@ -98,40 +100,31 @@ class _OnShares:
         self.threshold(release.roster.world_size)  # a bad threshold is refused before anything
         charge_owners(release, self.ledger_entry(release), self.owners)
 
-    def grid_sensitivity(self, value: Any) -> tuple[int, int]:
-        """The fixed-point scale and the sensitivity in whole grid units (rounded up)."""
-        scale = int(value.encoder.scale)
-        return scale, math.ceil(self.sensitivity * scale)
-
-    def on_grid(self, value: Any) -> Any:
-        """``value`` at the usual fixed-point scale (2^16), by a local multiplication.
+    def on_grid(self, value: Any) -> tuple[Any, int]:
+        """``value`` at the usual fixed-point scale (2^16), and the sensitivity on that grid.
 
         CrypTen's comparisons return integers at scale 1: noise drawn on that
         grid would round the sensitivity and sigma up to whole units, far more
         noise than accounted (and than ``describe`` reports). Multiplying every
-        share by 2^16 is local and exact (the counts are small integers).
+        share by 2^16 is local and exact (the counts are small integers). The
+        sensitivity is rounded up to whole grid units.
         """
         usual = type(value.encoder)()
         ratio = int(usual.scale) // int(value.encoder.scale)
-        if ratio <= 1:
-            return value
-        rescaled = value.clone()
-        rescaled.share = value.share * ratio
-        rescaled.encoder = usual
-        return rescaled
+        if ratio > 1:
+            rescaled = value.clone()
+            rescaled.share = value.share * ratio
+            rescaled.encoder = usual
+            value = rescaled
+        return value, math.ceil(self.sensitivity * int(value.encoder.scale))
 
 
-@dataclass(frozen=True)
 class GaussianOnShares(_OnShares):
     """Gaussian noise of ``noise_multiplier * sensitivity`` (L2), added on shares.
 
     ``epsilon``/``delta``: what this one release costs on the accountant's
     curve (for ``describe``); the ledgers compose the noise multiplier itself.
     """
-
-    noise_multiplier: float = 1.0
-    epsilon: float | None = None
-    delta: float | None = None
 
     def __init__(
         self,
@@ -145,11 +138,9 @@ class GaussianOnShares(_OnShares):
         name: str = "gaussian on shares",
     ) -> None:
         _positive("noise_multiplier", noise_multiplier)
-        fields = {"noise_multiplier": noise_multiplier, "epsilon": epsilon, "delta": delta}
-        for key, value in fields.items():
-            object.__setattr__(self, key, value)
-        owners = None if owners is None else tuple(owners)
         super().__init__(sensitivity, collusion_threshold, owners, name)
+        self.noise_multiplier = noise_multiplier
+        self.epsilon, self.delta = epsilon, delta
 
     @property
     def accounted_sigma(self) -> float:
@@ -160,6 +151,10 @@ class GaussianOnShares(_OnShares):
         """The sigma of all the noise in the released value: ``sigma sqrt(n / (n - t))``."""
         t = self.threshold(n_parties)
         return self.accounted_sigma * math.sqrt(n_parties / (n_parties - t))
+
+    def noise_sd(self, n_parties: int) -> float:
+        """The standard deviation of all the noise in the released value."""
+        return self.total_sigma(n_parties)
 
     def party_sigma(self, n_parties: int) -> float:
         """The sigma each compute party adds: ``sigma / sqrt(n - t)``."""
@@ -178,8 +173,7 @@ class GaussianOnShares(_OnShares):
         from secure_ml.release.noise import discrete_gaussian
 
         n = release.roster.world_size
-        value = self.on_grid(value)
-        _, sensitivity_grid = self.grid_sensitivity(value)
+        value, sensitivity_grid = self.on_grid(value)
         sigma = self.noise_multiplier * sensitivity_grid / math.sqrt(n - self.threshold(n))
         return _add_own_noise(value, discrete_gaussian(max(1, math.ceil(sigma)), _shape(value)))
 
@@ -198,11 +192,8 @@ class GaussianOnShares(_OnShares):
         }
 
 
-@dataclass(frozen=True)
 class LaplaceOnShares(_OnShares):
     """Laplace noise of scale ``sensitivity / epsilon`` (L1), added in full by each party."""
-
-    epsilon: float = 1.0
 
     def __init__(
         self,
@@ -214,9 +205,8 @@ class LaplaceOnShares(_OnShares):
         name: str = "laplace on shares",
     ) -> None:
         _positive("epsilon", epsilon)
-        object.__setattr__(self, "epsilon", epsilon)
-        owners = None if owners is None else tuple(owners)
         super().__init__(sensitivity, collusion_threshold, owners, name)
+        self.epsilon = epsilon
 
     @property
     def accounted_scale(self) -> float:
@@ -226,14 +216,17 @@ class LaplaceOnShares(_OnShares):
         """The standard deviation of all the noise over sqrt(2): ``b sqrt(n)``."""
         return self.accounted_scale * math.sqrt(n_parties)
 
+    def noise_sd(self, n_parties: int) -> float:
+        """The standard deviation of all the noise: n Laplace(b), ``b sqrt(2 n)``."""
+        return self.total_scale(n_parties) * math.sqrt(2)
+
     def ledger_entry(self, release: Release) -> dict[str, Any]:
         return {"kind": "laplace", "epsilon": self.epsilon, "name": release.name}
 
     def perturb(self, release: Release, value: Any) -> Any:
         from secure_ml.release.noise import discrete_laplace
 
-        value = self.on_grid(value)
-        _, sensitivity_grid = self.grid_sensitivity(value)
+        value, sensitivity_grid = self.on_grid(value)
         scale = max(1, math.ceil(sensitivity_grid / self.epsilon))
         return _add_own_noise(value, discrete_laplace(scale, _shape(value)))
 
@@ -245,7 +238,7 @@ class LaplaceOnShares(_OnShares):
             "epsilon": self.epsilon,
             "delta": 0.0,
             "accounted_scale": self.accounted_scale,
-            "total_std": self.total_scale(n_parties) * math.sqrt(2),
+            "total_std": self.noise_sd(n_parties),
             "collusion_threshold": t,
             "against": AGAINST.format(t=t),
         }

@@ -26,6 +26,7 @@ may be longer: it idles while parties compute).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from datetime import timedelta
@@ -46,31 +47,50 @@ def meet(rendezvous: str, *, rank: int, size: int, names: tuple[str, ...], timeo
     deadline = time.monotonic() + timeout_s
     store = _open_store(rendezvous, rank=rank, size=size, names=names, timeout_s=timeout_s)
     keys = [_JOINED.format(rank=r) for r in range(size)]
-    arrived = False
-    while True:
-        try:
-            if not arrived:
-                bounded(lambda s: s.set(keys[rank], "1"), store=store)
-                arrived = True
-            joined = bounded(lambda s: [s.check([key]) for key in keys], store=store)
-            missing = bounded(lambda s: s.check([_MISSING]), store=store)
-        except NoAnswer:
-            joined, missing = None, False
-        if joined is not None and all(joined):
+    while time.monotonic() <= deadline:
+        state = _look(store, keys, rank)
+        if state == "all":
             return store
-        if missing:  # rank 0 gave up: it wrote who never came
-            away = [int(r) for r in bounded(lambda s: s.get(_MISSING), store=store).split()]
-            raise _never_joined(away, names, timeout_s)
-        if time.monotonic() > deadline:
-            if joined is None:  # the store itself went silent: its host is the one lost
-                raise _host_lost(rendezvous, names, timeout_s, "stopped answering")
-            away = [r for r, here in enumerate(joined) if not here]
-            if rank == 0:  # tell the others who, and keep the store up while they read it
-                store.set(_MISSING, " ".join(map(str, away)))
-                if rendezvous.startswith("tcp://"):  # a file store outlives its writer
-                    time.sleep(LINGER_S)
-            raise _never_joined(away, names, timeout_s)
+        if state == "given up":  # rank 0 gave up first and wrote who never came
+            with contextlib.suppress(NoAnswer):  # (silent again: look once more)
+                raise _never_joined(_given_up_on(store), names, timeout_s)
         time.sleep(_POLL_S)
+    try:
+        away = _absent(store, keys)
+    except NoAnswer:  # the store itself went silent: its host is the one lost
+        raise _host_lost(rendezvous, names, timeout_s, "stopped answering") from None
+    if rank == 0:  # tell the others who, and keep the store up while they read it
+        store.set(_MISSING, " ".join(map(str, away)))
+        if rendezvous.startswith("tcp://"):  # a file store outlives its writer
+            time.sleep(LINGER_S)
+    raise _never_joined(away, names, timeout_s)
+
+
+def _look(store: Any, keys: list[str], rank: int) -> str:
+    """One look at the store: "all" joined, rank 0 "given up", "waiting" or "silent".
+
+    Our own key is written at every look (it is idempotent), so a look that
+    found the store silent is simply repeated.
+    """
+    try:
+        bounded(lambda s: s.set(keys[rank], "1"), store=store)
+        if bounded(lambda s: s.check(keys), store=store):
+            return "all"
+        return "given up" if bounded(lambda s: s.check([_MISSING]), store=store) else "waiting"
+    except NoAnswer:
+        return "silent"
+
+
+def _given_up_on(store: Any) -> list[int]:
+    """The ranks rank 0 wrote as never joined."""
+    return [int(r) for r in bounded(lambda s: s.get(_MISSING), store=store).split()]
+
+
+def _absent(store: Any, keys: list[str]) -> list[int]:
+    """The ranks whose key is not in the store (asked once, past the deadline)."""
+    return [
+        r for r, key in enumerate(keys) if not bounded(lambda s, k=key: s.check([k]), store=store)
+    ]
 
 
 def _never_joined(away: list[int], names: tuple[str, ...], timeout_s: float) -> PeerLost:
