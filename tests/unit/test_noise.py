@@ -105,6 +105,52 @@ def test_gaussian_tails_match_exact_mass() -> None:
     assert magnitude.max() < 40 * sigma  # P(|X| > 40 sigma) < 1e-300 per draw
 
 
+def test_gaussian_five_sigma_tail_compositionally() -> None:
+    # The 5-sigma tail of N_Z(0, sigma^2) has mass ~5.7e-7: counting it directly needs
+    # ~1e8 draws (test_gaussian_tails_match_exact_mass can only check consistency
+    # there). The sampler is CKS Alg. 3 with t = sigma: a discrete Laplace proposal Y
+    # of scale sigma, kept with probability exp(-(|Y| - sigma)^2 / (2 sigma^2)). Each
+    # proposal is independent of the acceptance coin, so the output's tail mass beyond
+    # 5 sigma is sum_y P(Y = y) accept(y) / Z over |y| > 5 sigma. This test checks the
+    # two factors where the tail lives, each with a few hundred expected events:
+    # (a) the proposal's mass beyond 5 sigma, (b) the acceptance coin at 5 sigma, with
+    # the exact integers _gaussian_candidates passes; and (c) that those exact factors
+    # multiply out to the discrete Gaussian's tail. That is the 5-sigma test: a sampler
+    # with a truncated or thinned tail must get (a) or (b) wrong. Both are exact
+    # binomial tests at ALPHA (two-sided): a factor off by ~35 % or more is caught.
+    sigma = Fraction(7, 2)  # rational scale: the Laplace proposal divides by b = 2
+    a, b = sigma.numerator, sigma.denominator
+    five = 18  # the smallest |y| beyond 5 sigma = 17.5
+    # (a) proposal: P(|Y| >= m) = 2 q^m / (1 + q), q = exp(-1/sigma); 0.0067 for m = 18,
+    # so 200k tries (~125k candidates) give ~830 expected events
+    q = math.exp(-1 / float(sigma))
+    proposal_tail = 2 * q**five / (1 + q)
+    y = noise._laplace_candidates(a, b, 200_000)
+    count = int(np.count_nonzero(np.abs(y) >= five))
+    assert stats.binomtest(count, y.size, proposal_tail).pvalue >= ALPHA, (count, y.size)
+    # (b) acceptance at |y| = 18 (5.14 sigma): gamma = (b|y| - a)^2 / (2 a^2) = 841/98,
+    # exp(-gamma) = 1.9e-4; 2M coins give ~375 expected acceptances. gamma's integer
+    # part (8 Bernoulli(exp(-1)) in a row) and its fraction are both exercised.
+    x = b * five - a
+    accept = math.exp(-Fraction(x * x, 2 * a * a))
+    coins = noise._bernoulli_exp(np.full(2_000_000, x * x, dtype=np.int64), 2 * a * a)
+    kept = int(np.count_nonzero(coins))
+    assert stats.binomtest(kept, coins.size, accept).pvalue >= ALPHA, (kept, coins.size * accept)
+    # (c) the exact factors give the exact discrete Gaussian tail beyond 5 sigma
+    s = float(sigma)
+
+    def weight(v: int) -> float:  # proposal(v) * accept(v), up to a constant
+        return q ** abs(v) * math.exp(-((abs(v) - s) ** 2) / (2 * s * s))
+
+    reach = range(-250, 251)  # 71 sigma each side: the rest is below 1e-300
+    tail = math.fsum(weight(v) for v in reach if abs(v) >= five)
+    composed = tail / math.fsum(weight(v) for v in reach)
+    pmf = gaussian_pmf(s, -250, 250)
+    target = math.fsum(p for v, p in pmf.items() if abs(v) >= five)
+    assert composed == pytest.approx(target, rel=1e-9)
+    assert 4e-7 < target < 8e-7
+
+
 @pytest.mark.parametrize("sigma", [1, Fraction(1, 2), Fraction(7, 5), 0.7])
 def test_gaussian_pmf_chi_square(sigma: Fraction | int | float) -> None:
     # Exact pmf on [-6 sigma, 6 sigma] (mass outside < 2e-9, pooled into the end
