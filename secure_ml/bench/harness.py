@@ -29,6 +29,24 @@ plain. ``ratio_to_plain_channel`` divides its median by the plain
 ``secure_ml`` record's from the same command; the two are measured together,
 their repeats interleaved (plain, encrypted, encrypted, plain, ...) so drift in
 the machine's load falls on both. The handshake is setup, outside the wall time.
+
+What the DP collusion threshold costs in utility: task ``dp_stats_breast_cancer``
+(``dp.stats``: mean, variance and histogram of three columns, epsilon = 1,
+delta = 1e-5) always runs with 3 compute parties and the TTP dealer, whatever
+the suite's ``parties``. ``secure_ml dp:t=T`` runs it with ``[dp]
+collusion_threshold = T`` (T = 1, 2); its ``plaintext`` record is central DP,
+one trusted curator adding the calibrated noise once (no MPC). Their wall time
+is the ``stats`` phase (share, compute, release) or the curator's computation.
+Each adds, per release in ``privacy.per_query`` order (``noise_releases``):
+``noise_sigma_accounted`` (the sigma the accountant calibrated: what any T
+parties cannot remove) and ``noise_sigma_total`` (all the noise in the released
+value, sigma sqrt(n / (n - T))); ``noise_ratio_to_central`` = total / accounted
+(1 for the curator); ``collusion_threshold``; the observed errors of this one
+run, ``mean_error_rel_width`` (mean over columns of |released mean - exact
+clamped mean| / column width; also ``error_vs_plain``) and
+``histogram_error_rel_rows`` (mean over bins of |released count - exact| /
+rows). ``accuracy`` is None. One run's errors are one noise draw: the sigmas
+are the expected cost, the errors a sample of it.
 """
 
 from __future__ import annotations
@@ -47,6 +65,8 @@ from typing import Any
 from secure_ml.bench.names import (
     ABLATION_PREFIX,
     CLOSED_FORM,
+    DP_ERROR,
+    DP_PREFIX,
     ENCRYPTED,
     PLAIN_CHANNEL_RATIO,
     RAW_RATIOS,
@@ -75,6 +95,8 @@ OPTIMISATIONS = tuple(
 ABLATION_TASK = "logreg_breast_cancer"
 #: what the encrypted variant changes: channels sealed even on loopback
 ENCRYPTED_TRANSPORT = {"encryption": "on"}
+#: the phase in result["timings"] that is a task kind's wall time
+PHASES = {"train": "train", "infer": "predict", "release": "stats"}
 
 
 @dataclass(frozen=True)
@@ -99,14 +121,20 @@ SUITES = {
     "quick": Suite(
         "quick",
         Settings(epochs=1, hidden=(16,)),
-        ("logreg_breast_cancer",),
+        ("logreg_breast_cancer", "dp_stats_breast_cancer"),
         parties=(2,),
         ablations=("none",),
     ),
     "full": Suite(
         "full",
         Settings(epochs=5, hidden=(32,)),
-        ("logreg_breast_cancer", "digits_mlp_train", "digits_mlp_infer", "resnet18_infer"),
+        (
+            "logreg_breast_cancer",
+            "digits_mlp_train",
+            "digits_mlp_infer",
+            "resnet18_infer",
+            "dp_stats_breast_cancer",
+        ),
         repeats=2,
         sweeps={"parties": (2, 3, 4, 5), "batch_size": (32, 64, 128), "hidden": (16, 32, 64)},
         # 5 epochs of the MLP under raw CrypTen with 3 parties take ~5 minutes here
@@ -130,6 +158,13 @@ def ablation_switches(protocol: str) -> dict[str, bool] | None:
     return {name: name != off for name in OPTIMISATIONS}
 
 
+def dp_threshold(protocol: str) -> int | None:
+    """The collusion threshold a "secure_ml dp:t=T" protocol stands for; None otherwise."""
+    if not protocol.startswith(DP_PREFIX):
+        return None
+    return int(protocol.removeprefix(DP_PREFIX))
+
+
 def secure_ml_run(
     task: Task,
     settings: Settings,
@@ -138,8 +173,9 @@ def secure_ml_run(
     *,
     mpc: Mapping[str, Any] | None = None,
     transport: Mapping[str, Any] | None = None,
+    dp: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """One secure_ml run; ``mpc`` and ``transport`` override keys of those spec tables.
+    """One secure_ml run; ``mpc``, ``transport`` and ``dp`` override keys of those spec tables.
 
     With encryption on, every process's key pair is made in ``scratch/keys``
     (never in the repository) and the spec points there.
@@ -149,16 +185,17 @@ def secure_ml_run(
     raw = task.make_spec(parties, settings, scratch)
     if mpc:
         raw["mpc"] = {**raw.get("mpc", {}), **mpc}
+    if dp:
+        raw["dp"] = {**raw.get("dp", {}), **dp}
     if transport:
         raw["transport"] = {**raw.get("transport", {}), **transport}
         if transport.get("encryption") == "on":
             raw["transport"]["keys"] = str(_make_keys(raw, scratch / "keys"))
     spec = spec_from_dict(raw)
     result = run_protocol(spec, out=scratch / "run")
-    phase = "train" if task.kind == "train" else "predict"
     metrics = result["metrics"]
-    return {
-        "wall_s": result["timings"][phase],
+    measured = {
+        "wall_s": result["timings"][PHASES[task.kind]],
         "bytes": result["comm"]["bytes"],
         "bytes_per_party": [p["bytes"] for p in result["comm"]["per_party"]],
         "rounds": result["comm"]["rounds"],
@@ -168,7 +205,13 @@ def secure_ml_run(
         # the effective table (defaults included), so a record says what it measured
         "mpc": asdict(spec.mpc),
         "channel": result["transport"]["channel"],  # "encrypted" or "plain"
+        "dealer": spec.protocol.dealer,
     }
+    if task.kind == "release":
+        from secure_ml.bench.dp_rows import from_result
+
+        measured.update(from_result(result))
+    return measured
 
 
 def _make_keys(raw: dict[str, Any], folder: Path) -> Path:
@@ -187,7 +230,7 @@ def raw_run(
 
     baseline = task.raw_closed_form if closed_form else task.raw_baseline
     out = run_baseline(baseline, parties=parties, dealer="ttp", config=task.raw_config(settings))
-    measured = {k: v for k, v in out.items() if k != "result"}
+    measured = {k: v for k, v in out.items() if k != "result"} | {"dealer": "ttp"}
     if task.metric == "max_abs_error":
         return {**measured, "accuracy": None, "max_abs_error": out["result"]}
     return {**measured, "accuracy": out["result"]}
@@ -237,6 +280,10 @@ def plan(suite: Suite) -> list[Step]:
     for name in suite.tasks:
         task, settings = TASKS[name], suite.settings_for(name)
         steps.append((name, "plaintext", 1, settings))
+        if task.kind == "release":  # DP: the thresholds replace raw CrypTen and plain runs
+            for n in (task.parties,) if task.parties else suite.parties:
+                steps += _threshold_steps(name, n, settings)
+            continue
         for n in suite.parties:
             if task.raw_baseline is not None:
                 steps.append((name, "raw_crypten", n, settings))
@@ -261,6 +308,15 @@ def plan(suite: Suite) -> list[Step]:
             parties = value if variable == "parties" else 2
             steps.append((task, f"secure_ml sweep:{variable}={value}", parties, settings))
     return steps
+
+
+def _threshold_steps(name: str, parties: int, settings: Settings) -> list[Step]:
+    """A DP task at collusion thresholds 1..n-1.
+
+    t = 0 is left out: it would trust the receiver, itself a compute party, not
+    to subtract its own noise.
+    """
+    return [(name, f"{DP_PREFIX}{t}", parties, settings) for t in range(1, parties)]
 
 
 def together(steps: list[Step]) -> list[list[Step]]:
@@ -298,6 +354,9 @@ def runner_for(protocol: str) -> Runner:
     runner = RUNNERS[protocol.split()[0]]
     if protocol == ENCRYPTED:
         return functools.partial(runner, transport=ENCRYPTED_TRANSPORT)
+    threshold = dp_threshold(protocol)
+    if threshold is not None:
+        return functools.partial(runner, dp={"collusion_threshold": threshold})
     switches = ablation_switches(protocol)
     return runner if switches is None else functools.partial(runner, mpc=switches)
 
@@ -348,13 +407,15 @@ def peer_records(folder: Path, suite: Suite) -> list[dict[str, Any]]:
 
 def finish(records: list[dict[str, Any]]) -> None:
     """Add error against plaintext, ratios to raw CrypTen, to all-on and to the plain
-    channel, versions, machine."""
+    channel, the dealer, versions, machine."""
     plain = {r["task"]: r for r in records if r["protocol"] == "plaintext"}
     machine = {"platform": platform.platform(), "python": sys.version.split()[0],
                "cpus": _cpus()}  # fmt: skip
     for r in records:
         reference = plain.get(r["task"], {}).get("accuracy")
-        if r.get("max_abs_error") is not None:
+        if r.get(DP_ERROR) is not None:
+            r["error_vs_plain"] = r[DP_ERROR]  # released means against the exact ones
+        elif r.get("max_abs_error") is not None:
             r["error_vs_plain"] = r["max_abs_error"]  # logits against PyTorch's
         elif r["accuracy"] is not None and reference is not None:
             r["error_vs_plain"] = abs(r["accuracy"] - reference)
@@ -362,6 +423,7 @@ def finish(records: list[dict[str, Any]]) -> None:
             r["error_vs_plain"] = None
         r.setdefault("mpc", None)  # only secure_ml runs have [mpc] switches
         r.setdefault("channel", None)  # nor channels of their own
+        r.setdefault("dealer", None)  # plaintext has none; peers say so themselves
         r["versions"] = versions()
         r["machine"] = machine
     for protocol, field_name in RAW_RATIOS.items():

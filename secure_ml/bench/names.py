@@ -18,3 +18,7 @@ RAW_RATIOS = {"raw_crypten": "ratio_to_raw_crypten", CLOSED_FORM: f"ratio_to_{CL
 ENCRYPTED = "secure_ml encrypted"
 #: the encrypted record's wall time / the plain ``secure_ml`` record's
 PLAIN_CHANNEL_RATIO = "ratio_to_plain_channel"
+#: a dp.stats run at collusion threshold t is this prefix and t ("secure_ml dp:t=1")
+DP_PREFIX = "secure_ml dp:t="
+#: a DP row's observed error: mean |released mean - exact| / column width
+DP_ERROR = "mean_error_rel_width"

@@ -48,9 +48,15 @@ def is_ablation(r: dict[str, Any]) -> bool:
     return r["protocol"].startswith(ABLATION_PREFIX)
 
 
+def is_dp_row(r: dict[str, Any]) -> bool:
+    """A record of a DP release task (it carries noise scales instead of accuracy)."""
+    return r.get("noise_ratio_to_central") is not None
+
+
 def _in_task_tables(r: dict[str, Any]) -> bool:
-    # sweeps and ablations have their own sections; repeating them would bury the headline
-    return "sweep" not in r["protocol"] and not is_ablation(r)
+    # sweeps, ablations and DP rows have their own sections; repeating them would bury
+    # the headline
+    return "sweep" not in r["protocol"] and not is_ablation(r) and not is_dp_row(r)
 
 
 def markdown(records: list[dict[str, Any]], *, suite: str) -> str:
@@ -84,6 +90,7 @@ def markdown(records: list[dict[str, Any]], *, suite: str) -> str:
             lines.append("| " + " | ".join(str(c) for c in cells) + " |")
         lines.append("")
     lines += optimisation_tables(records)
+    lines += dp_tables(records)
     series = sweep_series(records)
     if series:
         lines += ["## Scaling", "", "| variable | values | wall s | MB sent | growth exponent "
@@ -148,6 +155,41 @@ def optimisation_tables(records: list[dict[str, Any]]) -> list[str]:
                 _fmt(_mb(r["bytes"])), _fmt(r["accuracy"]),
                 _fmt(r.get("ratio_to_raw_crypten")), _fmt(r.get(CLOSED_FORM_RATIO)),
                 _fmt(r.get("ratio_to_all_on")),
+            ]  # fmt: skip
+            lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+        lines.append("")
+    return lines
+
+
+_DP_HEADER = (
+    "| protocol | parties | collusion threshold t | accounted sigma | total sigma "
+    "| ratio to central | mean error / width | histogram error / rows | wall s |"
+)
+
+
+def dp_tables(records: list[dict[str, Any]]) -> list[str]:
+    """The DP section: accounted against total noise, per task, central DP first."""
+    rows = [r for r in records if is_dp_row(r)]
+    if not rows:
+        return []
+    lines = ["## DP statistics: the collusion threshold's cost", "",
+             "Each compute party adds its own noise to its own share, so that no coalition "
+             "of t parties knows the noise the other n - t added: the released value carries "
+             "sqrt(n / (n - t)) times the accounted sigma (the one the privacy guarantee "
+             "uses). `plaintext` is central DP: one trusted curator adds the accounted noise "
+             "once. Sigmas are those of the first release; the errors are one run's noise "
+             "draw (mean error: |released mean - exact clamped mean| / column width, averaged "
+             "over columns).", ""]  # fmt: skip
+    for task in dict.fromkeys(r["task"] for r in rows):
+        mine = [r for r in rows if r["task"] == task]
+        lines += [f"### {task}: {mine[0]['noise_releases'][0]}", "", _DP_HEADER,
+                  "|---" * 9 + "|"]  # fmt: skip
+        for r in mine:
+            cells = [
+                r["protocol"], r["parties"], _fmt(r["collusion_threshold"]),
+                _fmt(r["noise_sigma_accounted"][0], ".4g"), _fmt(r["noise_sigma_total"][0], ".4g"),
+                _fmt(r["noise_ratio_to_central"]), _fmt(r["mean_error_rel_width"]),
+                _fmt(r["histogram_error_rel_rows"]), _wall(r),
             ]  # fmt: skip
             lines.append("| " + " | ".join(str(c) for c in cells) + " |")
         lines.append("")

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from secure_ml.bench.dp_rows import DP_PARTIES, central_dp_stats, dp_stats_spec
 from secure_ml.spec import Spec, spec_from_dict
 
 
@@ -32,7 +33,7 @@ class Settings:
 @dataclass(frozen=True)
 class Task:
     name: str
-    kind: str  # "train" or "infer"
+    kind: str  # "train", "infer" or "release" (DP statistics)
     make_spec: Callable[[int, Settings, Path], dict[str, Any]]
     plaintext: Callable[[Settings, Path], dict[str, Any]]
     #: raw CrypTen as its tutorials teach it (crypten.nn, autograd through the loss)
@@ -41,7 +42,9 @@ class Task:
     #: loss once per epoch): the ratio to it is what the engine alone buys
     raw_closed_form: str | None = None
     raw_config: Callable[[Settings], dict[str, Any]] = field(default=lambda s: {})
-    metric: str = "accuracy"  # or "max_abs_error" (logits against plaintext)
+    metric: str = "accuracy"  # or "max_abs_error" (logits against plaintext), "dp_error"
+    #: a fixed number of compute parties, whatever the suite's ``parties``
+    parties: int | None = None
 
 
 def _parties(n: int, *, vertical: bool, receiver_last: bool = True) -> list[dict[str, Any]]:
@@ -212,6 +215,15 @@ TASKS: dict[str, Task] = {
             raw_baseline="resnet18_infer",
             raw_config=lambda s: {"seed": s.seed, "images": RESNET_IMAGES},
             metric="max_abs_error",
+        ),
+        # the released statistics' error against the exact ones (see dp_rows)
+        Task(
+            "dp_stats_breast_cancer",
+            "release",
+            dp_stats_spec,
+            central_dp_stats,
+            metric="dp_error",
+            parties=DP_PARTIES,
         ),
     )
 }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 
@@ -21,7 +22,7 @@ FIELDS = {"task", "protocol", "parties", "wall_s", "bytes", "rounds", "accuracy"
 def test_quick_bench_writes_results_report_and_plots(tmp_path):
     done = subprocess.run(
         [sys.executable, "-m", "secure_ml", "bench", "--suite", "quick", "--out", str(tmp_path)],
-        capture_output=True, text=True, timeout=280,  # 6 runs, 1 of them closed-form raw
+        capture_output=True, text=True, timeout=280,  # 6 runs + 2 short dp.stats runs
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     records = json.loads((tmp_path / "results.json").read_text())
@@ -51,8 +52,30 @@ def test_quick_bench_writes_results_report_and_plots(tmp_path):
         assert not any(r["mpc"][name] for name in OPTIMISATIONS)
         assert r["ratio_to_raw_crypten"] > 0 and r["ratio_to_all_on"] > 0
         assert r["error_vs_plain"] <= 0.05  # switching optimisations off keeps the results
+    check_dp_rows(records)
     report = (tmp_path / "report.md").read_text()
     assert "## logreg_breast_cancer" in report and "## Optimisations (before/after)" in report
+    assert "## DP statistics: the collusion threshold's cost" in report
     assert f"| {ENCRYPTED} | 2 |" in report and "ratio to plain channel" in report
     assert (tmp_path / "cost.png").stat().st_size > 1000
     assert "[########################]" in done.stdout  # the progress bar reached the end
+
+
+def check_dp_rows(records):
+    """Central DP carries the accounted noise; threshold t carries sqrt(3 / (3 - t)) times it."""
+    dp = {r["protocol"]: r for r in records if r["task"] == "dp_stats_breast_cancer"}
+    assert set(dp) == {"plaintext", "secure_ml dp:t=1", "secure_ml dp:t=2"}
+    assert dp["plaintext"]["noise_ratio_to_central"] == pytest.approx(1.0, abs=1e-6)
+    for t in (1, 2):
+        r = dp[f"secure_ml dp:t={t}"]
+        assert r["parties"] == 3 and r["dealer"] == "ttp" and r["collusion_threshold"] == t
+        assert r["noise_ratio_to_central"] == pytest.approx(math.sqrt(3 / (3 - t)), abs=1e-6)
+        # the calibration does not depend on t: the accountant's sigma is the central one
+        assert r["noise_sigma_accounted"] == pytest.approx(dp["plaintext"]["noise_sigma_accounted"])
+        assert r["bytes"] > 0 and r["rounds"] > 0 and r["wall_s"] > 0
+    ratios = [dp[f"secure_ml dp:t={t}"]["noise_ratio_to_central"] for t in (1, 2)]
+    assert ratios[0] < ratios[1]
+    for r in dp.values():
+        assert r["accuracy"] is None and math.isfinite(r["error_vs_plain"])
+        assert r["error_vs_plain"] == r["mean_error_rel_width"] >= 0
+        assert math.isfinite(r["histogram_error_rel_rows"])

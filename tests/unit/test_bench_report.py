@@ -35,8 +35,11 @@ def test_quick_plan_puts_raw_crypten_beside_every_secure_ml_run():
     raws = ("raw_crypten", "raw_crypten_closed_form")
     expected += [(p, 2) for p in (*raws, "secure_ml")]  # CI: 2 parties only
     expected += [("secure_ml encrypted", 2)]  # the channel's cost: one run more
+    # DP: central DP, then 3 compute parties at each collusion threshold, whatever `parties`
+    expected += [("plaintext", 1), ("secure_ml dp:t=1", 3), ("secure_ml dp:t=2", 3)]
     expected += [("secure_ml ablation:none", 2)]  # and the before only
     assert protocols == expected
+    assert [t for t, _, _, _ in steps[5:8]] == ["dp_stats_breast_cancer"] * 3
     full = plan(SUITES["full"])
     assert {p for _, p, _, _ in full if "sweep:parties" in p} == {
         f"secure_ml sweep:parties={n}" for n in (2, 3, 4, 5)
@@ -243,3 +246,74 @@ def test_peer_records_join_the_suite_and_a_missing_folder_is_an_error(tmp_path):
     assert [r["protocol"] for r in joined] == ["spu_semi2k"]
     with pytest.raises(DataError, match="make bench-peers"):
         peer_records(tmp_path / "missing", suite)
+
+
+def dp_result(t, n_parties=3, accounted=(10.0, 2.0)):
+    """A dp.stats result.json with two releases of one column (the bench's first column)."""
+    from secure_ml.bench.dp_rows import DP_COLUMNS
+
+    ratio = (n_parties / (n_parties - t)) ** 0.5
+    per_query = [{"release": f"release {i}", "accounted_sigma": a, "total_sigma": a * ratio,
+                  "collusion_threshold": t} for i, a in enumerate(accounted)]  # fmt: skip
+    # every column's mean off by a tenth of its width; each count off by 5.69 of 569 rows
+    stats = {name: {"mean": {"value": low + 0.6 * (high - low)},
+                    "histogram": {"counts": [10.0 + 5.69, 20.0 - 5.69]}}
+             for name, (low, high) in DP_COLUMNS.items()}  # fmt: skip
+    exact = {name: {"mean": low + 0.5 * (high - low), "histogram": [10, 20]}
+             for name, (low, high) in DP_COLUMNS.items()}  # fmt: skip
+    return {"privacy": {"per_query": per_query},
+            "metrics": {"n": 569, "stats": stats, "plaintext_stats": exact}}  # fmt: skip
+
+
+def test_dp_fields_from_a_result():
+    from secure_ml.bench.dp_rows import from_result
+
+    fields = from_result(dp_result(1))
+    assert fields["noise_releases"] == ["release 0", "release 1"]
+    assert fields["noise_sigma_accounted"] == [10.0, 2.0]
+    assert fields["noise_sigma_total"] == pytest.approx([10 * 1.5**0.5, 2 * 1.5**0.5])
+    assert fields["noise_ratio_to_central"] == pytest.approx(1.5**0.5)
+    assert fields["collusion_threshold"] == 1
+    assert fields["mean_error_rel_width"] == pytest.approx(0.1)  # the same for every unit
+    assert fields["histogram_error_rel_rows"] == pytest.approx(0.01)
+
+
+def dp_records():
+    from secure_ml.bench.dp_rows import from_result
+
+    task = "dp_stats_breast_cancer"
+    records = [record("plaintext", 1, 0.01, 0, None, task=task)]
+    records[0].update(from_result(dp_result(0, n_parties=1)))
+    for t in (1, 2):
+        records.append(record(f"secure_ml dp:t={t}", 3, 2.0, 9_000_000, None, task=task))
+        records[-1].update(from_result(dp_result(t)))
+    return [record("secure_ml", 2, 1.0, 100, 0.95), *records]
+
+
+def test_dp_rows_get_their_mean_error_as_error_vs_plain_and_no_speed_ratios():
+    records = dp_records()
+    finish(records)
+    for r in records[1:]:
+        assert r["error_vs_plain"] == pytest.approx(0.1)
+        assert r["ratio_to_raw_crypten"] is None and r["ratio_to_all_on"] is None
+    assert records[1]["dealer"] is None  # the curator has no dealer
+    assert runner_for("secure_ml dp:t=2").keywords == {"dp": {"collusion_threshold": 2}}
+
+
+def test_report_has_a_dp_section_and_keeps_dp_rows_out_of_the_task_tables(tmp_path):
+    records = dp_records()
+    finish(records)
+    report = markdown(records, suite="test")
+    assert "\n## dp_stats_breast_cancer\n" not in report  # no generic task table
+    section = report.split("## DP statistics", 1)[1]
+    assert "### dp_stats_breast_cancer: release 0" in section
+    rows = [cells(line) for line in section.splitlines() if line.startswith("| plaintext")
+            or line.startswith("| secure_ml dp")]  # fmt: skip
+    # protocol, parties, t, accounted sigma, total sigma, ratio to central, mean error
+    assert [row[:7] for row in rows] == [
+        ["plaintext", "1", "0", "10", "10", "1", "0.1"],
+        ["secure_ml dp:t=1", "3", "1", "10", "12.25", "1.22", "0.1"],
+        ["secure_ml dp:t=2", "3", "2", "10", "17.32", "1.73", "0.1"],
+    ]
+    write_outputs(records, tmp_path, suite="test")  # the plots take DP rows too
+    assert (tmp_path / "cost.png").stat().st_size > 1000
