@@ -27,3 +27,13 @@ QUICKSTART = REPO / "protocols" / "mpc_train_quickstart.toml"
 QUICKSTART_PROCESSES = ("hospital_a", "hospital_b", "hospital_c", "dealer")
 #: the short quickstart that the loopback and the namespace runs both train
 ONE_EPOCH = ("--set", "train.epochs=1")
+
+
+def secure_ml_run(spec: Path, out: Path, sets: list[str], timeout: float):
+    """``secure-ml run SPEC --out OUT --quiet --set ...`` from the repository, captured."""
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "secure_ml", "run", str(spec), "--out", str(out), "--quiet",
+               *[a for s in sets for a in ("--set", s)]]  # fmt: skip
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=REPO)

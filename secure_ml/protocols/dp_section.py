@@ -29,6 +29,8 @@ from secure_ml.sections import (
 
 #: Opacus's accountants by their names in the spec (``secure_ml.release.accounting``)
 ACCOUNTANTS = ("rdp", "prv", "gdp")
+#: whom [dp] epsilon is the target against
+PROTECT_AGAINST = ("outsiders", "parties")
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,9 @@ class DPSpec:
     collusion_threshold: int | None = None
     #: this data owner's budget ledger (a JSON file; party-local)
     ledger: str | None = None
+    #: whom ``epsilon`` must hold against: "outsiders" (who see only what is
+    #: released) or also "parties" (who may see more, e.g. which rows a step used)
+    protect_against: str = "outsiders"
 
 
 DP = register_section(
@@ -55,6 +60,7 @@ DP = register_section(
             "accountant": Key((str,), one_of(ACCOUNTANTS), omit_default=True),
             "collusion_threshold": Key((int,), non_negative_int),
             "ledger": Key((str,), hash_as=unhashed),
+            "protect_against": Key((str,), one_of(PROTECT_AGAINST), omit_default=True),
         },
         required=("epsilon", "delta"),
         optional=True,

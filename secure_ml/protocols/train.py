@@ -44,7 +44,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
 
@@ -85,6 +85,8 @@ class TrainState:
     #: horizontal: the shared feature and target scalers (SharedScaler)
     scaler: Any = None
     target_scaler: Any = None
+    #: DP-SGD: the shared Linear layers trained by ``secure_ml.protocols.dp_sgd``
+    dp_layers: list[Any] | None = None
 
 
 # ---------------------------------------------------------------- stage 1-2 --
@@ -300,9 +302,8 @@ def train(session: Session, state: TrainState) -> list[dict[str, float]]:
 def evaluate(session: Session, state: TrainState) -> dict[str, Any]:
     """Test accuracy (or MSE) on shares; only the number is opened, to receivers."""
     receivers = [p.name for p in session.roster.with_role(RECEIVER)]
-    state.model.eval()
     with session.crypten.no_grad():
-        out = state.model(state.x_test)
+        out = predict(state, state.x_test)
         y = state.y_test
         if state.task == "multiclass":
             score = (out.argmax(dim=1, one_hot=True) * y).sum()
@@ -319,9 +320,33 @@ def evaluate(session: Session, state: TrainState) -> dict[str, Any]:
     return {key: float(opened) / n_test, "n_test": n_test}
 
 
+def predict(state: TrainState, x: Any) -> Any:
+    """The shared model's outputs for the shared rows ``x``."""
+    if state.dp_layers is not None:
+        from secure_ml.protocols.dp_sgd import forward
+
+        return forward(state.dp_layers, x.flatten(1))[0]
+    state.model.eval()
+    return state.model(x)
+
+
+def shared_weights(state: TrainState) -> dict[str, Any]:
+    """The trained parameters, shared, by their plaintext state_dict names."""
+    from secure_ml.sharing.model import shared_parameters
+
+    if state.dp_layers is None:
+        return shared_parameters(state.model)
+    from secure_ml.protocols.dp_sgd import linear_layers
+
+    named = {}
+    for (name, _), layer in zip(linear_layers(state.torch_model), state.dp_layers, strict=True):
+        named[f"{name}.weight"], named[f"{name}.bias"] = layer.weight, layer.bias
+    return named
+
+
 def release(session: Session, state: TrainState) -> dict[str, Any]:
     """Open the weights to the receivers (model.pt), or keep them shared."""
-    from secure_ml.sharing.model import save_shares, shared_parameters
+    from secure_ml.sharing.model import save_shares
 
     if session.spec.train.keep_shared:
         return {
@@ -332,7 +357,7 @@ def release(session: Session, state: TrainState) -> dict[str, Any]:
     receivers = [p.name for p in session.roster.with_role(RECEIVER)]
     opened = {
         name: session.reveal(param, to=receivers, name="model")
-        for name, param in shared_parameters(state.model).items()
+        for name, param in shared_weights(state).items()
     }
     if any(v is None for v in opened.values()):
         return {}
@@ -396,46 +421,73 @@ def _meta(session: Session, state: TrainState) -> dict[str, Any]:
 # ------------------------------------------------------------ plaintext twin --
 
 
-def plaintext_train(spec: Spec) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """The same model, schedule and seed on pooled plaintext (public data only)."""
-    owners = data_owners(spec)
-    parts = [load_local(spec, owner) for owner in owners]
+_SPLITS = ("x_train", "x_test", "y_train", "y_test")
+
+
+class PooledData(NamedTuple):
+    """Every owner's rows pooled in plaintext, prepared as the shared path prepares them."""
+
+    x_train: torch.Tensor
+    x_test: torch.Tensor
+    #: encoded targets: one-hot (multiclass) or a column (binary, regression)
+    y_train: torch.Tensor
+    y_test: torch.Tensor
+    task: str
+    n_classes: int
+
+
+def pooled_data(spec: Spec) -> PooledData:
+    """The training and test rows of every owner, pooled (public data only).
+
+    Standardised as the shared run does it, so plaintext baselines see the same
+    inputs: vertical, each owner's columns (and the label owner's targets) with
+    its own statistics; horizontal, all rows with the global statistics.
+    """
+    parts = [load_local(spec, owner) for owner in data_owners(spec)]
     task, n_classes = parts[0].task, parts[0].n_classes
-    vertical = spec.data.partition == "vertical"
-    if vertical:
+    if spec.data.partition == "vertical":
         labels = load_local(spec, spec.roster.with_role(LABEL_OWNER)[0])
-        for part in parts:
+        for part in [*parts, labels]:
             standardise_own(part, task)
-        standardise_own(labels, task)
-        x_train = torch.cat([p.x_train for p in parts], dim=1)
-        x_test = torch.cat([p.x_test for p in parts], dim=1)
-        y_train, y_test = labels.y_train, labels.y_test
+        pooled = LocalData(
+            x_train=torch.cat([p.x_train for p in parts], dim=1),
+            x_test=torch.cat([p.x_test for p in parts], dim=1),
+            y_train=labels.y_train,
+            y_test=labels.y_test,
+        )
     else:
-        x_train, x_test = (
-            torch.cat([p.x_train for p in parts]),
-            torch.cat([p.x_test for p in parts]),
-        )
-        y_train, y_test = (
-            torch.cat([p.y_train for p in parts]),
-            torch.cat([p.y_test for p in parts]),
-        )
-        if x_train.dim() == 2:
-            pooled = LocalData(x_train=x_train, x_test=x_test, y_train=y_train, y_test=y_test)
+        pooled = LocalData(**{key: torch.cat([getattr(p, key) for p in parts]) for key in _SPLITS})
+        if pooled.x_train.dim() == 2:
             # the same statistics as the shared scaler, which treats std < 2^-9 as constant
             standardise_own(pooled, task, min_std=MIN_SHARED_STD)
-            x_train, x_test, y_train, y_test = (
-                pooled.x_train,
-                pooled.x_test,
-                pooled.y_train,
-                pooled.y_test,
-            )
-    y_train, y_test = (
-        encode_targets(y_train, task, n_classes),
-        encode_targets(y_test, task, n_classes),
-    )
-    model = fresh_model(spec, tuple(x_train.shape[1:]), task, n_classes)
+    return PooledData(
+        pooled.x_train, pooled.x_test,
+        encode_targets(pooled.y_train, task, n_classes),
+        encode_targets(pooled.y_test, task, n_classes),
+        task, n_classes,
+    )  # fmt: skip
+
+
+def score_model(model: torch.nn.Module, data: PooledData, prefix: str) -> dict[str, float]:
+    """``<prefix>_accuracy`` (or ``<prefix>_mse``) of ``model`` on the pooled test rows."""
+    with torch.no_grad():
+        out = model.eval()(data.x_test)
+    if data.task == "regression":
+        return {f"{prefix}_mse": float(((out - data.y_test) ** 2).mean())}
+    if data.task == "binary":
+        correct = ((out > 0).float() == data.y_test).float()
+    else:
+        correct = (out.argmax(1) == data.y_test.argmax(1)).float()
+    return {f"{prefix}_accuracy": float(correct.mean())}
+
+
+def plaintext_train(spec: Spec) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """The same model, schedule and seed on pooled plaintext (public data only)."""
+    data = pooled_data(spec)
+    x_train, y_train = data.x_train, data.y_train
+    model = fresh_model(spec, tuple(x_train.shape[1:]), data.task, data.n_classes)
     optimizer = torch.optim.SGD(model.parameters(), lr=spec.train.lr, momentum=spec.train.momentum)
-    loss_fn = loss_function(task, torch.nn)
+    loss_fn = loss_function(data.task, torch.nn)
     started = time.perf_counter()
     for batches in schedule(spec, len(x_train)):
         for index in batches:
@@ -443,15 +495,7 @@ def plaintext_train(spec: Spec) -> tuple[torch.nn.Module, dict[str, Any]]:
             loss_fn(model(x_train[index]), y_train[index]).backward()
             optimizer.step()
     timing = {"plaintext_train_seconds": time.perf_counter() - started}
-    with torch.no_grad():
-        out = model.eval()(x_test)
-    if task == "regression":
-        return model, {"plaintext_mse": float(((out - y_test) ** 2).mean()), **timing}
-    if task == "binary":
-        correct = ((out > 0).float() == y_test).float()
-    else:
-        correct = (out.argmax(1) == y_test.argmax(1)).float()
-    return model, {"plaintext_accuracy": float(correct.mean()), **timing}
+    return model, {**score_model(model, data, "plaintext"), **timing}
 
 
 # ------------------------------------------------------------------ protocol --
@@ -487,7 +531,7 @@ class MPCTrain(Protocol):
                 f"kind = {spec.model.kind!r}: mpc.train trains one of logreg, linreg, mlp, cnn",
             )
         if spec.dp is not None:
-            raise fail("[dp]", "mpc.train does not apply differential privacy yet; remove [dp]")
+            _check_dp(spec, fail)
         owners = roster.with_role("data_owner")
         if not owners:
             raise fail("[[party]]", "mpc.train needs at least one party with role 'data_owner'")
@@ -522,7 +566,13 @@ class MPCTrain(Protocol):
             standardise_shared(state)
         session.progress("inputs shared")
         started = time.perf_counter()
-        history = train(session, state)
+        privacy = None
+        if spec.dp is None:
+            history = train(session, state)
+        else:
+            from secure_ml.protocols.dp_sgd import train_dp
+
+            history, privacy = [], train_dp(session, state)
         train_seconds = time.perf_counter() - started
         metrics = evaluate(session, state)
         if history:
@@ -531,13 +581,34 @@ class MPCTrain(Protocol):
         scaler = save_scalers(session, state, fitted)
         if scaler is not None:
             artifacts["scaler"] = scaler
-        return PartyOutput(metrics=metrics, artifacts=artifacts, timings={"train": train_seconds})
+        timings = {"train": train_seconds}
+        return PartyOutput(metrics=metrics, artifacts=artifacts, timings=timings, privacy=privacy)
 
     @classmethod
     def plaintext_reference(cls, spec: Spec, party_dirs: dict[str, Path]) -> dict[str, Any]:
         if uses_csv(spec):
-            return {"plaintext_accuracy": None}  # private data: no pooled baseline
-        return plaintext_train(spec)[1]
+            # private data: no pooled baselines
+            opacus = {} if spec.dp is None else {"opacus_accuracy": None}
+            return {"plaintext_accuracy": None, **opacus}
+        metrics = plaintext_train(spec)[1]
+        if spec.dp is not None:
+            from secure_ml.release.opacus_baseline import opacus_train
+
+            metrics.update(opacus_train(spec))
+        return metrics
+
+
+def _check_dp(spec: Spec, fail: Fail) -> None:
+    from secure_ml.protocols.dp_sgd import DP_KINDS
+
+    if spec.model.kind not in DP_KINDS:
+        raise fail(
+            "[model]",
+            f"kind = {spec.model.kind!r}: DP-SGD on shares trains {', '.join(DP_KINDS)}; "
+            "remove [dp] or pick one of those",
+        )
+    if spec.train.keep_shared:
+        raise fail("[train]", "keep_shared = true is not available with [dp] yet; remove one")
 
 
 def _check_csv_parties(spec: Spec, fail: Fail) -> None:

@@ -45,6 +45,8 @@ from typing import Any
 #: the accountants this module can compose with, by name
 ACCOUNTANTS = ("rdp", "prv", "gdp")
 
+#: how close to the target epsilon a calibrated noise multiplier spends (relative)
+_RELATIVE_TOLERANCE = 1e-3
 #: bisection steps: enough to shrink any bracket used here to float precision
 _BISECTION_STEPS = 200
 
@@ -75,8 +77,12 @@ def noise_multiplier_for(
     steps: int,
     accountant: str = "rdp",
 ) -> float:
-    """The smallest noise multiplier (to Opacus's tolerance) that keeps ``steps``
+    """The smallest noise multiplier (to 0.1 % of ``epsilon``) that keeps ``steps``
     subsampled Gaussian releases within (``epsilon``, ``delta``).
+
+    Opacus's default tolerance is 0.01 in absolute epsilon, which for a small
+    target (epsilon = 0.01) can land anywhere in [0, epsilon]: far more noise
+    than needed. The tolerance here is relative.
 
     Opacus bisects from above, so the returned sigma spends at most ``epsilon``.
     """
@@ -94,6 +100,7 @@ def noise_multiplier_for(
             sample_rate=sample_rate,
             steps=steps,
             accountant=accountant,
+            epsilon_tolerance=_RELATIVE_TOLERANCE * epsilon,
         )
     )
 

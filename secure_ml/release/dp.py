@@ -124,6 +124,9 @@ class GaussianOnShares(_OnShares):
 
     ``epsilon``/``delta``: what this one release costs on the accountant's
     curve (for ``describe``); the ledgers compose the noise multiplier itself.
+    ``sample_rate`` and ``steps``: a release that stands for ``steps``
+    Poisson-subsampled Gaussian steps (DP-SGD charges its whole training at
+    once, then ``perturb``s every step); the ledger entry composes them.
     """
 
     def __init__(
@@ -135,11 +138,17 @@ class GaussianOnShares(_OnShares):
         owners: tuple[str, ...] | None = None,
         epsilon: float | None = None,
         delta: float | None = None,
+        sample_rate: float = 1.0,
+        steps: int = 1,
         name: str = "gaussian on shares",
     ) -> None:
+        from secure_ml.release.accounting import GaussianSteps
+
         _positive("noise_multiplier", noise_multiplier)
         super().__init__(sensitivity, collusion_threshold, owners, name)
+        GaussianSteps(noise_multiplier, sample_rate, steps)  # validates rate and steps
         self.noise_multiplier = noise_multiplier
+        self.sample_rate, self.steps = sample_rate, steps
         self.epsilon, self.delta = epsilon, delta
 
     @property
@@ -164,8 +173,8 @@ class GaussianOnShares(_OnShares):
         return {
             "kind": "gaussian",
             "noise_multiplier": self.noise_multiplier,
-            "sample_rate": 1.0,
-            "steps": 1,
+            "sample_rate": self.sample_rate,
+            "steps": self.steps,
             "name": release.name,
         }
 

@@ -4,11 +4,9 @@ release refused on every party once an owner's budget ledger cannot pay for it."
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
-from testkit import REPO
+from testkit import REPO, secure_ml_run
 
 from secure_ml.errors import EXIT_CODES, PrivacyBudgetExceeded
 
@@ -19,9 +17,7 @@ EPSILON = "dp.epsilon=50"
 
 def run(out, ledgers, *overrides):
     sets = [EPSILON, f"dp.ledger={ledgers}/{{party}}.json", *overrides]
-    command = [sys.executable, "-m", "secure_ml", "run", str(SPEC), "--out", str(out), "--quiet",
-               *[a for o in sets for a in ("--set", o)]]  # fmt: skip
-    return subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=REPO)
+    return secure_ml_run(SPEC, out, sets, timeout=120)
 
 
 def inside(value, interval):

@@ -86,7 +86,7 @@ def test_calibrate_then_report_round_trip(epsilon, delta, sample_rate, steps, ac
     )
     spent = epsilon_for([GaussianSteps(sigma, sample_rate, steps)], delta, accountant=accountant)
     assert spent <= epsilon
-    assert spent > epsilon - 0.05  # Opacus bisects to a 0.01 tolerance on ε
+    assert spent > epsilon * (1 - 2e-3)  # bisected to 0.1 % of ε, not Opacus's absolute 0.01
 
 
 @pytest.mark.parametrize("sigma", [0.3, 0.7, 1.0, 2.5, 10.0])

@@ -34,7 +34,14 @@ def spec(**changes):
         ({"data": {"partition": "horizontal"}}, "remove the 'label_owner' role"),
         ({"data": {"source": "torchvision:MNIST:/data"}}, "images are split by rows"),
         ({"model": {"kind": "resnet"}}, r"kind = 'resnet': mpc.train trains one of logreg"),
-        ({"dp": {"epsilon": 1.0, "delta": 1e-5}}, "remove \\[dp\\]"),
+        (
+            {"dp": {"epsilon": 1.0, "delta": 1e-5}, "model": {"kind": "cnn"}},
+            "kind = 'cnn': DP-SGD on shares trains logreg, linreg, mlp",
+        ),
+        (
+            {"dp": {"epsilon": 1.0, "delta": 1e-5}, "train": {"keep_shared": True}},
+            "keep_shared = true is not available with \\[dp\\]",
+        ),
         ({"party": [{"name": "a", "roles": ["data_owner", "receiver"]}]}, "'label_owner'"),
         ({"party": [{"name": "a", "roles": ["data_owner", "label_owner"]}]}, "'receiver'"),
     ],
