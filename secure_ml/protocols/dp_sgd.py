@@ -375,6 +375,23 @@ def train_dp(session: Session, state: Any) -> dict[str, Any]:
     return describe(spec, plan, mechanism, session.world_size)
 
 
+def coalition_epsilons(plan: DPSGDPlan, dp: Any, t: int, n: int) -> dict[str, float]:
+    """For each coalition size k = t+1 .. n-1: the epsilon left against k colluding parties.
+
+    They can subtract their own noise, variance k sigma^2 / (n - t) of the total
+    n sigma^2 / (n - t); what the others added, sigma^2 (n - k) / (n - t), is
+    still noise, so the guarantee degrades rather than vanishes.
+    """
+    from secure_ml.release.accounting import GaussianSteps, epsilon_for
+
+    out = {}
+    for k in range(t + 1, n):
+        sigma = plan.noise_multiplier * math.sqrt((n - k) / (n - t))
+        steps = [GaussianSteps(sigma, plan.sample_rate, plan.steps)]
+        out[str(k)] = epsilon_for(steps, dp.delta, accountant=dp.accountant)
+    return out
+
+
 def describe(spec: Spec, plan: DPSGDPlan, mechanism: Any, n_parties: int) -> dict[str, Any]:
     """result.json's privacy block for a DP-SGD run."""
     from secure_ml.release.accounting import GaussianSteps, epsilon_for
@@ -385,6 +402,7 @@ def describe(spec: Spec, plan: DPSGDPlan, mechanism: Any, n_parties: int) -> dic
         accountant=dp.accountant,
     )  # fmt: skip
     details = mechanism.describe(n_parties)
+    larger = coalition_epsilons(plan, dp, details["collusion_threshold"], n_parties)
     return {
         "epsilon": spent,
         "epsilon_target": dp.epsilon,
@@ -402,6 +420,7 @@ def describe(spec: Spec, plan: DPSGDPlan, mechanism: Any, n_parties: int) -> dic
         "mechanism": "DP-SGD: Gaussian on shares, Poisson sampling on shares",
         "collusion_threshold": details["collusion_threshold"],
         "against": details["against"],
+        "epsilon_vs_larger_coalitions": larger,
         "sampling": (
             "Poisson on shares: no party learns which rows a step uses, so the amplification "
             "by subsampling holds against the parties too (epsilon_vs_parties = epsilon)"

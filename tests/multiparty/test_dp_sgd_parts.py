@@ -4,6 +4,8 @@ One body per world (2PC, 3PC, TTP) checks, against plaintext:
 
 - the range-reduced clipping: per-example gradients whose norms run from
   1e-3 C to 1e4 C come out with norm min(|g|, C (1 - margin)), never above C;
+- an MLP's clipped per-example gradient sum (backward through ReLU, ghost
+  norms over both layers) equals the plaintext one from autograd;
 - one huge row (features 1e3, clamped on shares first, as training does)
   adds at most C to the clipped gradient sum, and nothing to the other rows'
   part of it;
@@ -82,6 +84,18 @@ def body(session):
     for name, keep in (("without", torch.arange(11) < 10), ("with", torch.ones(11))):
         mask = crypten.cryptensor(keep.float()) > 0.5
         out[name] = clipped_sum(session, state, layers, mask)
+    # an MLP: backward through a ReLU layer, norms over both layers
+    mlp, x_mlp, y_mlp = small_mlp()
+    shared_mlp = [
+        dp_sgd.SharedLayer(
+            crypten.cryptensor(m.weight.detach()), crypten.cryptensor(m.bias.detach())
+        )
+        for _, m in dp_sgd.linear_layers(mlp)
+    ]
+    state.x_train = crypten.cryptensor(x_mlp)
+    state.y_train = crypten.cryptensor(y_mlp)
+    all_rows = crypten.cryptensor(torch.ones(len(x_mlp))) > 0.5
+    out["mlp"] = clipped_sum(session, state, shared_mlp, all_rows, task="multiclass")
     # the bits helper, at and around powers of two
     values = torch.tensor([0.0, 2**-16, 0.99, 1.0, 1.5, 4.0, 1023.9, 1024.0, 3e5])
     shared = session.share(values if mine else None, owner="p0", limit="encode")
@@ -121,11 +135,22 @@ def gen(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def clipped_sum(session, state, layers, mask):
+def small_mlp() -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
+    """A 5-6-3 MLP, 12 rows and one-hot labels; gradients from tiny to well above C."""
+    from secure_ml.models import MLP
+
+    torch.manual_seed(6)
+    mlp = MLP(5, 3, hidden=(6,))
+    x = torch.randn(12, 5, generator=gen(7)) * torch.logspace(-2, 1, 12).unsqueeze(1)
+    y = torch.nn.functional.one_hot(torch.arange(12) % 3, 3).float()
+    return mlp, x, y
+
+
+def clipped_sum(session, state, layers, mask, task="binary"):
     crypten = session.crypten
     x, y = state.x_train, state.y_train
     out, inputs, slopes = dp_sgd.forward(layers, x)
-    deltas = dp_sgd.backward(layers, dp_sgd.example_gradient(out, y, "binary"), slopes)
+    deltas = dp_sgd.backward(layers, dp_sgd.example_gradient(out, y, task), slopes)
     norms = dp_sgd.squared_norms(crypten, deltas, inputs, x.square().sum(1))
     target = C * (1 - dp_sgd.CLIP_MARGIN)
     clipped = dp_sgd.clipped_deltas(crypten, deltas, norms * (1 / target**2), mask)
@@ -156,6 +181,10 @@ def test_clipping_huge_rows_bits_and_mask_on_shares(world, tmp_path):
     plain = plaintext_clipped_sum(bounded, labels[:10], weight, bias, target)
     # CrypTen's sigmoid is an approximation (~1e-3): ten rows of it, times |x| ~ 2
     torch.testing.assert_close(got["without"], plain, atol=1e-2, rtol=0)
+    # the MLP: the same clipped sum as per-example autograd in plaintext
+    mlp, x_mlp, y_mlp = small_mlp()
+    expected_mlp = plaintext_mlp_clipped_sum(mlp, x_mlp, y_mlp, target)
+    torch.testing.assert_close(got["mlp"], expected_mlp, atol=1e-2, rtol=0)
     # bits: [x >= 2^j] exactly, zero and exact powers included
     values = torch.tensor([0.0, 2**-16, 0.99, 1.0, 1.5, 4.0, 1023.9, 1024.0, 3e5])
     powers = torch.tensor([2.0**j for j in (-16, -1, 0, 2, 10, 18)])
@@ -184,3 +213,17 @@ def plaintext_clipped_sum(x, y, weight, bias, target):
     factor = torch.clamp(target / per_example.norm(dim=1), max=1.0)
     clipped = per_example * factor.unsqueeze(1)
     return torch.cat([clipped[:, :-1].sum(0), clipped[:, -1:].sum(0)])
+
+
+def plaintext_mlp_clipped_sum(mlp, x, y, target):
+    """Per-example gradients by autograd, each clipped to ``target``, summed; layer order
+    [W1, b1, W2, b2] like ``gradient_sum``."""
+    total = None
+    for row, label in zip(x, y, strict=True):
+        mlp.zero_grad()
+        loss = torch.nn.functional.cross_entropy(mlp(row.unsqueeze(0)), label.unsqueeze(0))
+        loss.backward()
+        grad = torch.cat([p.grad.flatten() for p in mlp.parameters()])
+        grad = grad * min(1.0, target / grad.norm().item())
+        total = grad if total is None else total + grad
+    return total

@@ -41,6 +41,23 @@ def test_plan_follows_opacus_schedule_and_spends_what_opacus_says(accountant):
     assert block["epsilon"] <= 3.0 * (1 + 1e-3)  # calibrated to the target (Opacus's tolerance)
     assert block["epsilon_vs_parties"] == block["epsilon"]  # the batches are secret from all
     assert block["noise_multiplier_total"] == pytest.approx(plan.noise_multiplier * math.sqrt(3))
+    assert block["epsilon_vs_larger_coalitions"] == {}  # t = n - 1: no larger coalition
+
+
+def test_a_lower_threshold_reports_what_larger_coalitions_are_left_with():
+    from secure_ml.release.accounting import GaussianSteps, epsilon_for
+
+    plan = dp_sgd.make_plan(spec(), rows=455)
+    mechanism = _mechanism(plan, collusion_threshold=1)
+    block = dp_sgd.describe(spec(), plan, mechanism, n_parties=4)
+    assert block["collusion_threshold"] == 1
+    assert block["noise_multiplier_total"] == pytest.approx(
+        plan.noise_multiplier * math.sqrt(4 / 3)
+    )
+    larger = block["epsilon_vs_larger_coalitions"]
+    assert list(larger) == ["2", "3"] and block["epsilon"] < larger["2"] < larger["3"]
+    two_left = GaussianSteps(plan.noise_multiplier * math.sqrt(2 / 3), 0.125, 40)
+    assert larger["2"] == pytest.approx(epsilon_for([two_left], 1e-5))
 
 
 def test_rates_off_the_grid_are_rounded_down_and_accounted_as_drawn():
@@ -63,10 +80,10 @@ def test_inverse_square_root_on_one_to_four_never_overshoots():
     assert (error <= 1e-12).all()  # below the true value: a clip factor never too large
 
 
-def _mechanism(plan):
+def _mechanism(plan, collusion_threshold=None):
     from secure_ml.release.dp import GaussianOnShares
 
     return GaussianOnShares(
         sensitivity=plan.max_grad_norm, noise_multiplier=plan.noise_multiplier,
-        sample_rate=plan.sample_rate, steps=plan.steps,
+        sample_rate=plan.sample_rate, steps=plan.steps, collusion_threshold=collusion_threshold,
     )  # fmt: skip
