@@ -267,6 +267,47 @@ def clipped_deltas(crypten: Any, deltas: Sequence[Any], u: Any, mask: Any) -> li
     return out
 
 
+@dataclass
+class RowFacts:
+    """What clipping needs of the fixed training rows, computed once before training."""
+
+    #: every row's |x_i|^2
+    squared: Any
+    #: the clip target C (1 - CLIP_MARGIN)
+    target: float
+    #: one Linear layer with one output: target / sqrt(|x_i|^2 + 1) per row, else None
+    bounds: Any = None
+
+
+def row_facts(crypten: Any, layers: Sequence[SharedLayer], x: Any, target: float) -> RowFacts:
+    """|x_i|^2, and for single-output linear models each row's bound on its output gradient.
+
+    With one Linear layer and one output, |g_i| = |delta_i| sqrt(|x_i|^2 + 1)
+    and only the scalar delta_i changes from step to step: clipping g_i to
+    the target is clamping delta_i to +-target / sqrt(|x_i|^2 + 1). The
+    bound is computed once, with the same range reduction as ``clip_scales``
+    (|x_i|^2 + 1 >= 1, so the factor is 2^-e / sqrt(z) exactly).
+    """
+    squared = x.square().sum(1)
+    if len(layers) != 1 or int(layers[0].weight.shape[0]) != 1:
+        return RowFacts(squared, target)
+    w, r = clip_scales(crypten, squared + 1)
+    bounds = ((r * target) * w).div(2**RANGE_STEPS)
+    return RowFacts(squared, target, bounds)
+
+
+def clip_per_example(
+    crypten: Any, deltas: Sequence[Any], inputs: Sequence[Any], facts: RowFacts, mask: Any
+) -> list[Any]:
+    """The masked, clipped per-example output gradients of every layer."""
+    if facts.bounds is not None:  # one output: clamp it to the row's bound (two relus)
+        delta, bound = deltas[0], facts.bounds.unsqueeze(1)
+        both = crypten.stack([delta - bound, -delta - bound]).relu()
+        return [(delta - both[0] + both[1]) * mask.unsqueeze(1)]
+    norms = squared_norms(crypten, deltas, inputs, facts.squared)
+    return clipped_deltas(crypten, deltas, norms * (1 / facts.target**2), mask)
+
+
 def gradient_sum(crypten: Any, clipped: Sequence[Any], inputs: Sequence[Any]) -> Any:
     """The sum over rows of the clipped per-example gradients, flattened: [W_1, b_1, W_2, ...]."""
     parts = []
@@ -289,13 +330,11 @@ class DPTrainer:
     mechanism: Any
     release: Any
 
-    def step(self, x: Any, y: Any, first: Any, mask: Any, velocity: Any) -> Any:
+    def step(self, x: Any, y: Any, facts: RowFacts, mask: Any, velocity: Any) -> Any:
         out, inputs, slopes = forward(self.layers, x)
         deltas = backward(self.layers, example_gradient(out, y, self.task), slopes)
         crypten = self.session.crypten
-        norms = squared_norms(crypten, deltas, inputs, first)
-        target = self.plan.max_grad_norm * (1 - CLIP_MARGIN)
-        clipped = clipped_deltas(crypten, deltas, norms * (1 / target**2), mask)
+        clipped = clip_per_example(crypten, deltas, inputs, facts, mask)
         total = gradient_sum(crypten, clipped, inputs)
         noisy = self.mechanism.perturb(self.release, total)
         return self.update(noisy * (1 / self.plan.expected_batch), velocity)
@@ -360,7 +399,7 @@ def train_dp(session: Session, state: Any) -> dict[str, Any]:
     mechanism.charge(release)  # stage 1: every owner pays for all T steps, or nobody trains
     bound_inputs(state)
     x, y = state.x_train, state.y_train
-    first = x.square().sum(1)
+    facts = row_facts(crypten, layers, x, plan.max_grad_norm * (1 - CLIP_MARGIN))
     trainer = DPTrainer(session, plan, state.task, layers, mechanism, release)
     # with momentum the velocity starts at a shared zero, so every step makes the same calls
     velocity = crypten.cryptensor(torch.zeros(n_params)) if spec.train.momentum else None
@@ -369,7 +408,7 @@ def train_dp(session: Session, state: Any) -> dict[str, Any]:
         for step in range(plan.steps_per_epoch):
             remaining = (plan.epochs - epoch) * plan.steps_per_epoch + plan.steps_per_epoch - step
             with session.step(("dp-sgd", rows), remaining):
-                velocity = trainer.step(x, y, first, masks[step], velocity)
+                velocity = trainer.step(x, y, facts, masks[step], velocity)
         session.progress(f"epoch {epoch}/{plan.epochs} (DP-SGD)")
     state.dp_layers = layers
     return describe(spec, plan, mechanism, session.world_size)

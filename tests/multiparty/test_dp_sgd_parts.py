@@ -127,7 +127,8 @@ def noise_only_step(session):
     release = Release("noise step", ("p0",), (outputs * (inputs + 1),), session)
     trainer = dp_sgd.DPTrainer(session, NOISE_PLAN, "multiclass", layers, mechanism, release)
     nobody = crypten.cryptensor(torch.zeros(NOISE_PLAN.rows)) > 0.5
-    trainer.step(x, y, x.square().sum(1), nobody, None)
+    facts = dp_sgd.row_facts(crypten, layers, x, target=1.0)
+    trainer.step(x, y, facts, nobody, None)
     return layers[0].weight
 
 
@@ -151,9 +152,8 @@ def clipped_sum(session, state, layers, mask, task="binary"):
     x, y = state.x_train, state.y_train
     out, inputs, slopes = dp_sgd.forward(layers, x)
     deltas = dp_sgd.backward(layers, dp_sgd.example_gradient(out, y, task), slopes)
-    norms = dp_sgd.squared_norms(crypten, deltas, inputs, x.square().sum(1))
-    target = C * (1 - dp_sgd.CLIP_MARGIN)
-    clipped = dp_sgd.clipped_deltas(crypten, deltas, norms * (1 / target**2), mask)
+    facts = dp_sgd.row_facts(crypten, layers, x, C * (1 - dp_sgd.CLIP_MARGIN))
+    clipped = dp_sgd.clip_per_example(crypten, deltas, inputs, facts, mask)
     return dp_sgd.gradient_sum(crypten, clipped, inputs)
 
 
