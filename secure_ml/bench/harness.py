@@ -47,6 +47,18 @@ clamped mean| / column width; also ``error_vs_plain``) and
 ``histogram_error_rel_rows`` (mean over bins of |released count - exact| /
 rows). ``accuracy`` is None. One run's errors are one noise draw: the sigmas
 are the expected cost, the errors a sample of it.
+
+What DP-SGD on shares costs in time: task ``dp_logreg_breast_cancer`` is the
+headline logistic regression (same schedule and seed) with ``[dp]`` epsilon =
+3, delta = 1e-5, max_grad_norm = 1 (``dp_sgd_rows``). ``secure_ml`` trains it
+with DP-SGD on shares; ``secure_ml no-dp`` is the same spec without ``[dp]``,
+measured together with it (repeats interleaved, as for the encrypted
+channel); its ``plaintext`` record is Opacus DP-SGD (``baseline = "opacus"``,
+``opacus_train``). The DP record's ``ratio_to_non_dp`` divides its median by
+the no-dp one's, with ``bytes_ratio_to_non_dp`` and ``rounds_ratio_to_non_dp``
+beside it; it carries ``epsilon``, ``noise_multiplier``,
+``noise_multiplier_total``, ``steps`` and ``sample_rate`` from its privacy
+block, and ``error_vs_plain`` = |accuracy - opacus_accuracy| of the same run.
 """
 
 from __future__ import annotations
@@ -68,6 +80,8 @@ from secure_ml.bench.names import (
     DP_ERROR,
     DP_PREFIX,
     ENCRYPTED,
+    NO_DP,
+    NON_DP_RATIO,
     PLAIN_CHANNEL_RATIO,
     RAW_RATIOS,
 )
@@ -97,6 +111,8 @@ ABLATION_TASK = "logreg_breast_cancer"
 ENCRYPTED_TRANSPORT = {"encryption": "on"}
 #: the phase in result["timings"] that is a task kind's wall time
 PHASES = {"train": "train", "infer": "predict", "release": "stats"}
+#: variants measured together with the plain ``secure_ml`` step just before them
+COMPANIONS = (ENCRYPTED, NO_DP)
 
 
 @dataclass(frozen=True)
@@ -121,7 +137,7 @@ SUITES = {
     "quick": Suite(
         "quick",
         Settings(epochs=1, hidden=(16,)),
-        ("logreg_breast_cancer", "dp_stats_breast_cancer"),
+        ("logreg_breast_cancer", "dp_stats_breast_cancer", "dp_logreg_breast_cancer"),
         parties=(2,),
         ablations=("none",),
     ),
@@ -134,6 +150,7 @@ SUITES = {
             "digits_mlp_infer",
             "resnet18_infer",
             "dp_stats_breast_cancer",
+            "dp_logreg_breast_cancer",
         ),
         repeats=2,
         sweeps={"parties": (2, 3, 4, 5), "batch_size": (32, 64, 128), "hidden": (16, 32, 64)},
@@ -174,15 +191,20 @@ def secure_ml_run(
     mpc: Mapping[str, Any] | None = None,
     transport: Mapping[str, Any] | None = None,
     dp: Mapping[str, Any] | None = None,
+    no_dp: bool = False,
 ) -> dict[str, Any]:
     """One secure_ml run; ``mpc``, ``transport`` and ``dp`` override keys of those spec tables.
 
     With encryption on, every process's key pair is made in ``scratch/keys``
-    (never in the repository) and the spec points there.
+    (never in the repository) and the spec points there. ``no_dp`` removes
+    the ``[dp]`` table (a DP-SGD task's non-DP twin).
     """
     from secure_ml.api import run_protocol
+    from secure_ml.bench import dp_sgd_rows
 
     raw = task.make_spec(parties, settings, scratch)
+    if no_dp:
+        raw = dp_sgd_rows.without_dp(raw)
     if mpc:
         raw["mpc"] = {**raw.get("mpc", {}), **mpc}
     if dp:
@@ -211,6 +233,8 @@ def secure_ml_run(
         from secure_ml.bench.dp_rows import from_result
 
         measured.update(from_result(result))
+    if task.dp_sgd:
+        measured.update(dp_sgd_rows.from_result(result))
     return measured
 
 
@@ -292,6 +316,8 @@ def plan(suite: Suite) -> list[Step]:
             steps.append((name, "secure_ml", n, settings))
             if name == ABLATION_TASK:  # right after, measured with it (``together``)
                 steps.append((name, ENCRYPTED, n, settings))
+            if task.dp_sgd:  # the same run without [dp], measured with it too
+                steps.append((name, NO_DP, n, settings))
     if ABLATION_TASK in suite.tasks:
         settings = suite.settings_for(ABLATION_TASK)  # the all-on record's, so ratios hold
         for n in suite.parties:
@@ -320,7 +346,8 @@ def _threshold_steps(name: str, parties: int, settings: Settings) -> list[Step]:
 
 
 def together(steps: list[Step]) -> list[list[Step]]:
-    """``steps`` grouped for measuring: an encrypted step joins the plain one before it.
+    """``steps`` grouped for measuring: an encrypted (or no-dp) step joins the plain one
+    before it.
 
     A group's repeats are interleaved (``_measure_together``); every other
     step is a group of its own.
@@ -329,7 +356,7 @@ def together(steps: list[Step]) -> list[list[Step]]:
     for step in steps:
         before = groups[-1][-1] if groups else None
         if (
-            step[1] == ENCRYPTED
+            step[1] in COMPANIONS
             and before is not None
             and before[1] == "secure_ml"
             and (before[0], before[2], before[3]) == (step[0], step[2], step[3])
@@ -354,6 +381,8 @@ def runner_for(protocol: str) -> Runner:
     runner = RUNNERS[protocol.split()[0]]
     if protocol == ENCRYPTED:
         return functools.partial(runner, transport=ENCRYPTED_TRANSPORT)
+    if protocol == NO_DP:
+        return functools.partial(runner, no_dp=True)
     threshold = dp_threshold(protocol)
     if threshold is not None:
         return functools.partial(runner, dp={"collusion_threshold": threshold})
@@ -406,13 +435,13 @@ def peer_records(folder: Path, suite: Suite) -> list[dict[str, Any]]:
 
 
 def finish(records: list[dict[str, Any]]) -> None:
-    """Add error against plaintext, ratios to raw CrypTen, to all-on and to the plain
-    channel, the dealer, versions, machine."""
+    """Add error against plaintext, ratios to raw CrypTen, to all-on, to the plain
+    channel and to the non-DP run, the dealer, versions, machine."""
     plain = {r["task"]: r for r in records if r["protocol"] == "plaintext"}
     machine = {"platform": platform.platform(), "python": sys.version.split()[0],
                "cpus": _cpus()}  # fmt: skip
     for r in records:
-        reference = plain.get(r["task"], {}).get("accuracy")
+        reference = _reference_accuracy(r, plain)
         if r.get(DP_ERROR) is not None:
             r["error_vs_plain"] = r[DP_ERROR]  # released means against the exact ones
         elif r.get("max_abs_error") is not None:
@@ -430,6 +459,16 @@ def finish(records: list[dict[str, Any]]) -> None:
         _add_ratio_to_raw(records, protocol, field_name)
     _add_ratio_to_all_on(records)
     _add_ratio_to_plain_channel(records)
+    _add_ratio_to_non_dp(records)
+
+
+def _reference_accuracy(r: dict[str, Any], plain: dict[str, dict[str, Any]]) -> float | None:
+    """What ``r``'s accuracy is compared with: Opacus's for a DP-SGD run, its own run's
+    plaintext accuracy for a DP-SGD task's no-dp twin, else the task's plaintext record."""
+    for key in ("opacus_accuracy", "plaintext_accuracy"):
+        if key in r:
+            return r[key]
+    return plain.get(r["task"], {}).get("accuracy")
 
 
 def _add_ratio_to_raw(records: list[dict[str, Any]], protocol: str, field_name: str) -> None:
@@ -475,6 +514,23 @@ def _add_ratio_to_plain_channel(records: list[dict[str, Any]]) -> None:
             r["protocol"] == ENCRYPTED and base is not None and base["settings"] == r["settings"]
         )
         r[PLAIN_CHANNEL_RATIO] = r["wall_s"] / base["wall_s"] if comparable else None
+
+
+def _add_ratio_to_non_dp(records: list[dict[str, Any]]) -> None:
+    """``ratio_to_non_dp`` (and ``bytes_``, ``rounds_``): a DP-SGD run's / its no-dp twin's.
+
+    Only the ``secure_ml`` record of a task with a no-dp run of the same
+    parties and settings gets them; every other record gets None.
+    """
+    twins = {(r["task"], r["parties"]): r for r in records if r["protocol"] == NO_DP}
+    for r in records:
+        base = twins.get((r["task"], r["parties"]))
+        comparable = (
+            r["protocol"] == "secure_ml" and base is not None and base["settings"] == r["settings"]
+        )
+        for key in ("wall_s", "bytes", "rounds"):
+            name = NON_DP_RATIO if key == "wall_s" else f"{key}_{NON_DP_RATIO}"
+            r[name] = r[key] / base[key] if comparable else None
 
 
 def _cpus() -> int:

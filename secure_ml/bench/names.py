@@ -22,3 +22,9 @@ PLAIN_CHANNEL_RATIO = "ratio_to_plain_channel"
 DP_PREFIX = "secure_ml dp:t="
 #: a DP row's observed error: mean |released mean - exact| / column width
 DP_ERROR = "mean_error_rel_width"
+#: a DP-SGD task's run with its [dp] section removed, measured together with the DP run
+NO_DP = "secure_ml no-dp"
+#: the DP-SGD record's wall time / its ``NO_DP`` twin's (also ``bytes_`` and ``rounds_``)
+NON_DP_RATIO = "ratio_to_non_dp"
+#: the value of a plaintext record's ``baseline`` field when it is Opacus DP-SGD
+OPACUS = "opacus"

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from secure_ml.bench.dp_rows import DP_PARTIES, central_dp_stats, dp_stats_spec
+from secure_ml.bench.dp_sgd_rows import opacus_plaintext, with_dp
 from secure_ml.spec import Spec, spec_from_dict
 
 
@@ -45,6 +46,8 @@ class Task:
     metric: str = "accuracy"  # or "max_abs_error" (logits against plaintext), "dp_error"
     #: a fixed number of compute parties, whatever the suite's ``parties``
     parties: int | None = None
+    #: trains with DP-SGD ([dp] in its spec): also run without [dp], measured together
+    dp_sgd: bool = False
 
 
 def _parties(n: int, *, vertical: bool, receiver_last: bool = True) -> list[dict[str, Any]]:
@@ -88,6 +91,8 @@ def _plaintext_train(make_spec: Callable) -> Callable[[Settings, Path], dict[str
 
 logreg_spec = _train_spec("sklearn:breast_cancer", "vertical", "logreg", lr=0.5, momentum=0.0)
 mlp_spec = _train_spec("sklearn:digits", "horizontal", "mlp", lr=0.1, momentum=0.9)
+#: the headline logistic regression with DP-SGD on shares (see dp_sgd_rows)
+dp_logreg_spec = with_dp(logreg_spec)
 
 
 def _digits_checkpoint(s: Settings, scratch: Path) -> Path:
@@ -215,6 +220,14 @@ TASKS: dict[str, Task] = {
             raw_baseline="resnet18_infer",
             raw_config=lambda s: {"seed": s.seed, "images": RESNET_IMAGES},
             metric="max_abs_error",
+        ),
+        # DP-SGD on shares beside the same run without [dp] and Opacus (see dp_sgd_rows)
+        Task(
+            "dp_logreg_breast_cancer",
+            "train",
+            dp_logreg_spec,
+            opacus_plaintext(dp_logreg_spec),
+            dp_sgd=True,
         ),
         # the released statistics' error against the exact ones (see dp_rows)
         Task(

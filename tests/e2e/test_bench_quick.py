@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from secure_ml.bench.harness import OPTIMISATIONS
-from secure_ml.bench.names import ENCRYPTED, PLAIN_CHANNEL_RATIO
+from secure_ml.bench.names import ENCRYPTED, NO_DP, NON_DP_RATIO, PLAIN_CHANNEL_RATIO
 
 FIELDS = {"task", "protocol", "parties", "wall_s", "bytes", "rounds", "accuracy",
           "error_vs_plain", "ratio_to_raw_crypten", "ratio_to_raw_crypten_closed_form",
@@ -18,11 +18,12 @@ FIELDS = {"task", "protocol", "parties", "wall_s", "bytes", "rounds", "accuracy"
 
 
 @pytest.mark.e2e
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(420)
 def test_quick_bench_writes_results_report_and_plots(tmp_path):
     done = subprocess.run(
         [sys.executable, "-m", "secure_ml", "bench", "--suite", "quick", "--out", str(tmp_path)],
-        capture_output=True, text=True, timeout=280,  # 6 runs + 2 short dp.stats runs
+        # 6 runs + 2 short dp.stats runs + 2 one-epoch DP-SGD runs (with and without DP)
+        capture_output=True, text=True, timeout=400,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     records = json.loads((tmp_path / "results.json").read_text())
@@ -53,9 +54,11 @@ def test_quick_bench_writes_results_report_and_plots(tmp_path):
         assert r["ratio_to_raw_crypten"] > 0 and r["ratio_to_all_on"] > 0
         assert r["error_vs_plain"] <= 0.05  # switching optimisations off keeps the results
     check_dp_rows(records)
+    check_dp_sgd_rows(records)
     report = (tmp_path / "report.md").read_text()
     assert "## logreg_breast_cancer" in report and "## Optimisations (before/after)" in report
     assert "## DP statistics: the collusion threshold's cost" in report
+    assert "## DP-SGD on shares vs without DP" in report and f"| {NO_DP} | 2 |" in report
     assert f"| {ENCRYPTED} | 2 |" in report and "ratio to plain channel" in report
     assert (tmp_path / "cost.png").stat().st_size > 1000
     assert "[########################]" in done.stdout  # the progress bar reached the end
@@ -79,3 +82,25 @@ def check_dp_rows(records):
         assert r["accuracy"] is None and math.isfinite(r["error_vs_plain"])
         assert r["error_vs_plain"] == r["mean_error_rel_width"] >= 0
         assert math.isfinite(r["histogram_error_rel_rows"])
+
+
+def check_dp_sgd_rows(records):
+    """DP-SGD on shares beside its no-dp twin (same command) and Opacus in plaintext."""
+    rows = {r["protocol"]: r for r in records if r["task"] == "dp_logreg_breast_cancer"}
+    assert set(rows) == {"plaintext", "secure_ml", NO_DP}
+    opacus, dp, twin = rows["plaintext"], rows["secure_ml"], rows[NO_DP]
+    assert opacus["baseline"] == "opacus" and opacus["bytes"] == 0
+    assert dp["parties"] == twin["parties"] == 2 and dp["settings"] == twin["settings"]
+    assert dp[NON_DP_RATIO] > 0 and dp[f"rounds_{NON_DP_RATIO}"] > 0
+    # every DP step covers every row (Poisson mask on shares), not a batch of them
+    assert dp[f"bytes_{NON_DP_RATIO}"] > 1
+    # no rounds bound: at 1 epoch the clipping's extra rounds (more than 1.3x at 5 epochs)
+    # and the per-epoch loss the DP run withholds about cancel out (0.97x measured)
+    assert twin[NON_DP_RATIO] is None and opacus[NON_DP_RATIO] is None
+    assert 0 < dp["epsilon"] <= 3.0 and dp["steps"] > 0 and 0 < dp["sample_rate"] < 1
+    assert dp["noise_multiplier_total"] >= dp["noise_multiplier"] > 0
+    assert twin.get("epsilon") is None  # the twin has no [dp]
+    # one epoch of DP-SGD: no accuracy band is reliable, only the range
+    for value in (dp["accuracy"], dp["opacus_accuracy"], opacus["accuracy"], twin["accuracy"]):
+        assert 0 <= value <= 1
+    assert dp["error_vs_plain"] == pytest.approx(abs(dp["accuracy"] - dp["opacus_accuracy"]))

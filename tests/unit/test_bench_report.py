@@ -16,7 +16,7 @@ from secure_ml.bench.harness import (
     runner_for,
     together,
 )
-from secure_ml.bench.names import ENCRYPTED, PLAIN_CHANNEL_RATIO
+from secure_ml.bench.names import ENCRYPTED, NO_DP, NON_DP_RATIO, PLAIN_CHANNEL_RATIO
 from secure_ml.bench.report import growth_exponent, markdown, sweep_series, write_outputs
 
 
@@ -37,9 +37,12 @@ def test_quick_plan_puts_raw_crypten_beside_every_secure_ml_run():
     expected += [("secure_ml encrypted", 2)]  # the channel's cost: one run more
     # DP: central DP, then 3 compute parties at each collusion threshold, whatever `parties`
     expected += [("plaintext", 1), ("secure_ml dp:t=1", 3), ("secure_ml dp:t=2", 3)]
+    # DP-SGD: Opacus, then DP-SGD on shares and the same run without [dp]
+    expected += [("plaintext", 1), ("secure_ml", 2), (NO_DP, 2)]
     expected += [("secure_ml ablation:none", 2)]  # and the before only
     assert protocols == expected
     assert [t for t, _, _, _ in steps[5:8]] == ["dp_stats_breast_cancer"] * 3
+    assert [t for t, _, _, _ in steps[8:11]] == ["dp_logreg_breast_cancer"] * 3
     full = plan(SUITES["full"])
     assert {p for _, p, _, _ in full if "sweep:parties" in p} == {
         f"secure_ml sweep:parties={n}" for n in (2, 3, 4, 5)
@@ -52,6 +55,23 @@ def test_quick_plan_puts_raw_crypten_beside_every_secure_ml_run():
     # the encrypted channel: on the headline task only, beside each plain secure_ml record
     encrypted = [(t, n) for t, p, n, _ in full if p == ENCRYPTED]
     assert encrypted == [("logreg_breast_cancer", 2), ("logreg_breast_cancer", 3)]
+    # DP-SGD's twin without [dp]: beside each DP-SGD run, with the suite's party counts
+    no_dp = [(t, n) for t, p, n, _ in full if p == NO_DP]
+    assert no_dp == [("dp_logreg_breast_cancer", 2), ("dp_logreg_breast_cancer", 3)]
+
+
+def test_dp_sgd_task_is_the_headline_with_dp_and_its_twin_drops_dp(tmp_path):
+    from secure_ml.bench.dp_sgd_rows import without_dp
+    from secure_ml.bench.tasks import TASKS
+
+    settings = SUITES["full"].settings_for("dp_logreg_breast_cancer")
+    assert settings == SUITES["full"].settings_for("logreg_breast_cancer")
+    raw = TASKS["dp_logreg_breast_cancer"].make_spec(3, settings, tmp_path)
+    headline = TASKS["logreg_breast_cancer"].make_spec(3, settings, tmp_path)
+    assert raw["dp"] == {"epsilon": 3.0, "delta": 1e-5, "max_grad_norm": 1.0,
+                         "ledger": str(tmp_path / "ledgers" / "{party}.json")}  # fmt: skip
+    assert without_dp(raw) == headline  # the same schedule, seed and parties
+    assert runner_for(NO_DP).keywords == {"no_dp": True}
 
 
 def test_encrypted_steps_are_measured_with_their_plain_run():
@@ -59,9 +79,9 @@ def test_encrypted_steps_are_measured_with_their_plain_run():
         groups = together(plan(suite))
         assert sum(map(len, groups)) == len(plan(suite))
         pairs = [g for g in groups if len(g) > 1]
-        assert [[p for _, p, _, _ in g] for g in pairs] == [["secure_ml", ENCRYPTED]] * len(
-            suite.parties
-        )
+        expected = [["secure_ml", ENCRYPTED]] * len(suite.parties)
+        expected += [["secure_ml", NO_DP]] * len(suite.parties)  # DP-SGD and its twin
+        assert sorted([p for _, p, _, _ in g] for g in pairs) == sorted(expected)
         for (task, _, n, settings), (task2, _, n2, settings2) in pairs:
             assert (task, n, settings) == (task2, n2, settings2)
 
@@ -317,3 +337,69 @@ def test_report_has_a_dp_section_and_keeps_dp_rows_out_of_the_task_tables(tmp_pa
     ]
     write_outputs(records, tmp_path, suite="test")  # the plots take DP rows too
     assert (tmp_path / "cost.png").stat().st_size > 1000
+
+
+def dp_sgd_records():
+    """Opacus, DP-SGD on shares and its no-dp twin with 2 parties; DP-SGD alone with 3."""
+    task = "dp_logreg_breast_cancer"
+    privacy = {"epsilon": 2.99, "noise_multiplier": 1.1, "noise_multiplier_total": 1.1,
+               "steps": 8, "sample_rate": 0.125}  # fmt: skip
+    opacus = record("plaintext", 1, 0.05, 0, 0.9, task=task)
+    opacus.update(privacy, baseline="opacus", opacus_accuracy=0.9)
+    dp = record("secure_ml", 2, 3.0, 600, 0.85, task=task)
+    dp.update(privacy, rounds=40, opacus_accuracy=0.88, plaintext_accuracy=0.97)
+    twin = record(NO_DP, 2, 2.0, 200, 0.96, task=task)
+    twin.update(plaintext_accuracy=0.97)
+    alone = record("secure_ml", 3, 4.0, 900, 0.8, task=task)
+    alone.update(privacy, opacus_accuracy=0.88, plaintext_accuracy=0.97)
+    return [record("secure_ml", 2, 1.0, 100, 0.95), opacus, dp, twin, alone]
+
+
+def test_dp_sgd_run_gets_ratios_to_its_no_dp_twin_and_error_against_opacus():
+    records = dp_sgd_records()
+    finish(records)
+    headline, opacus, dp, twin, alone = records
+    assert dp[NON_DP_RATIO] == pytest.approx(1.5)
+    assert dp[f"bytes_{NON_DP_RATIO}"] == pytest.approx(3.0)
+    assert dp[f"rounds_{NON_DP_RATIO}"] == pytest.approx(4.0)
+    for r in (headline, opacus, twin, alone):  # the twin itself, and no twin with 3 parties
+        assert r[NON_DP_RATIO] is None and r[f"rounds_{NON_DP_RATIO}"] is None
+    assert dp["error_vs_plain"] == pytest.approx(0.03)  # against Opacus in the same run
+    assert twin["error_vs_plain"] == pytest.approx(0.01)  # against the non-DP plaintext
+    assert opacus["error_vs_plain"] == pytest.approx(0.0)
+    assert headline["error_vs_plain"] is None  # no plaintext record of its task here
+    assert dp["ratio_to_raw_crypten"] is None and twin[PLAIN_CHANNEL_RATIO] is None
+
+
+def test_report_has_a_dp_sgd_section_and_keeps_its_rows_out_of_the_task_tables(tmp_path):
+    records = dp_sgd_records()
+    finish(records)
+    report = markdown(records, suite="test")
+    assert "\n## dp_logreg_breast_cancer\n" not in report  # no generic task table
+    section = report.split("## DP-SGD on shares vs without DP", 1)[1]
+    assert "### dp_logreg_breast_cancer" in section
+    rows = [cells(line) for line in section.splitlines() if line.startswith(("| plaintext",
+            "| secure_ml"))]  # fmt: skip
+    assert [row[:2] for row in rows] == [["plaintext (opacus)", "1"], ["secure_ml", "2"],
+                                         [NO_DP, "2"], ["secure_ml", "3"]]  # fmt: skip
+    # accuracy, Opacus accuracy, error vs plain, epsilon, both sigmas, steps, the three ratios
+    assert rows[1][5:] == ["0.85", "0.88", "0.03", "2.99", "1.1", "1.1", "8", "1.5", "3", "4"]
+    assert rows[2][-3:] == ["-", "-", "-"]
+    headline = report.split("## logreg_breast_cancer", 1)[1].split("## DP-SGD")[0]
+    assert "opacus" not in headline and NO_DP not in headline
+    write_outputs(records, tmp_path, suite="test")  # the cost plot leaves them out
+    assert (tmp_path / "cost.png").stat().st_size > 1000
+
+
+def test_dp_sgd_fields_from_a_result():
+    from secure_ml.bench.dp_sgd_rows import from_result
+
+    privacy = {"epsilon": 2.99, "noise_multiplier": 1.1, "noise_multiplier_total": 1.1,
+               "steps": 8, "sample_rate": 0.125, "delta": 1e-5}  # fmt: skip
+    metrics = {"accuracy": 0.9, "plaintext_accuracy": 0.97, "opacus_accuracy": 0.92}
+    fields = from_result({"privacy": privacy, "metrics": metrics})
+    assert fields == {"plaintext_accuracy": 0.97, "opacus_accuracy": 0.92, "epsilon": 2.99,
+                      "noise_multiplier": 1.1, "noise_multiplier_total": 1.1, "steps": 8,
+                      "sample_rate": 0.125}  # fmt: skip
+    twin = from_result({"privacy": None, "metrics": {"plaintext_accuracy": 0.97}})
+    assert twin == {"plaintext_accuracy": 0.97}
