@@ -96,6 +96,12 @@ def body(session):
     state.y_train = crypten.cryptensor(y_mlp)
     all_rows = crypten.cryptensor(torch.ones(len(x_mlp))) > 0.5
     out["mlp"] = clipped_sum(session, state, shared_mlp, all_rows, task="multiclass")
+    # linear regression: the same clamp path as logreg, with the squared error's gradient
+    rows, targets, weight, bias = regression_rows()
+    state.x_train, state.y_train = crypten.cryptensor(rows), crypten.cryptensor(targets)
+    linear = [dp_sgd.SharedLayer(crypten.cryptensor(weight), crypten.cryptensor(bias))]
+    all_rows = crypten.cryptensor(torch.ones(len(rows))) > 0.5
+    out["linreg"] = clipped_sum(session, state, linear, all_rows, task="regression")
     # the bits helper, at and around powers of two
     values = torch.tensor([0.0, 2**-16, 0.99, 1.0, 1.5, 4.0, 1023.9, 1024.0, 3e5])
     shared = session.share(values if mine else None, owner="p0", limit="encode")
@@ -185,6 +191,11 @@ def test_clipping_huge_rows_bits_and_mask_on_shares(world, tmp_path):
     mlp, x_mlp, y_mlp = small_mlp()
     expected_mlp = plaintext_mlp_clipped_sum(mlp, x_mlp, y_mlp, target)
     torch.testing.assert_close(got["mlp"], expected_mlp, atol=1e-2, rtol=0)
+    # linear regression: per-example 2 (out - y) [x, 1], clipped, summed
+    rows, targets, weight, bias = regression_rows()
+    delta = 2 * (rows @ weight.T + bias - targets)
+    expected_linreg = clip_and_sum(torch.cat([delta * rows, delta], dim=1), target)
+    torch.testing.assert_close(got["linreg"], expected_linreg, atol=1e-2, rtol=0)
     # bits: [x >= 2^j] exactly, zero and exact powers included
     values = torch.tensor([0.0, 2**-16, 0.99, 1.0, 1.5, 4.0, 1023.9, 1024.0, 3e5])
     powers = torch.tensor([2.0**j for j in (-16, -1, 0, 2, 10, 18)])
@@ -206,13 +217,25 @@ def test_clipping_huge_rows_bits_and_mask_on_shares(world, tmp_path):
     assert abs(step.mean().item()) < 6 * expected / math.sqrt(step.nelement())
 
 
+def regression_rows() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Eight rows of 3 features, targets and a linear model: errors from 0.01 to 10."""
+    x = torch.randn(8, 3, generator=gen(8))
+    weight, bias = torch.randn(1, 3, generator=gen(9)), torch.zeros(1)
+    targets = x @ weight.T + torch.logspace(-2, 1, 8).unsqueeze(1) * torch.tensor(
+        [1.0, -1.0] * 4
+    ).unsqueeze(1)
+    return x, targets, weight, bias
+
+
+def clip_and_sum(per_example: torch.Tensor, target: float) -> torch.Tensor:
+    factor = torch.clamp(target / per_example.norm(dim=1), max=1.0)
+    return (per_example * factor.unsqueeze(1)).sum(0)
+
+
 def plaintext_clipped_sum(x, y, weight, bias, target):
     """The clipped per-example gradient sum of logistic regression, in plaintext."""
     delta = torch.sigmoid(x @ weight.T + bias) - y  # (rows, 1)
-    per_example = torch.cat([delta * x, delta], dim=1)
-    factor = torch.clamp(target / per_example.norm(dim=1), max=1.0)
-    clipped = per_example * factor.unsqueeze(1)
-    return torch.cat([clipped[:, :-1].sum(0), clipped[:, -1:].sum(0)])
+    return clip_and_sum(torch.cat([delta * x, delta], dim=1), target)
 
 
 def plaintext_mlp_clipped_sum(mlp, x, y, target):
