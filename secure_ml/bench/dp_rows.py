@@ -25,7 +25,7 @@ from secure_ml.bench.names import DP_ERROR
 from secure_ml.spec import spec_from_dict
 
 if TYPE_CHECKING:
-    from secure_ml.bench.tasks import Settings
+    from secure_ml.bench.settings import Settings
 
 #: the threshold comparison needs n = 3 (t = 1 and t = 2 differ only there and above)
 DP_PARTIES = 3

@@ -6,7 +6,7 @@ max_grad_norm = 1; ``mpc.train`` then trains with DP-SGD on shares
 (``secure_ml.protocols.dp_sgd``). Three records per party count:
 
 * ``plaintext`` with ``baseline = "opacus"``: Opacus DP-SGD in plaintext with
-  the same model, data, schedule and sigma (``opacus_train``); its wall time
+  the same model, data, schedule and sigma (``opacus_reference``); its wall time
   is Opacus's training time.
 * ``secure_ml``: DP-SGD on shares. Its ``error_vs_plain`` is against the
   Opacus accuracy of the same run (``metrics.opacus_accuracy``).
@@ -28,7 +28,7 @@ from secure_ml.spec import spec_from_dict
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from secure_ml.bench.tasks import Settings
+    from secure_ml.bench.settings import Settings
 
 #: the task's privacy budget (as in protocols/dp_train_breast_cancer.toml)
 DP_TRAIN = {"epsilon": 3.0, "delta": 1e-5, "max_grad_norm": 1.0}
@@ -72,12 +72,12 @@ def from_result(result: dict[str, Any]) -> dict[str, Any]:
 
 
 def opacus_plaintext(make_spec: Callable) -> Callable[[Settings, Path], dict[str, Any]]:
-    """The plaintext record of a DP-SGD task: Opacus with the same spec (``opacus_train``)."""
+    """The plaintext record of a DP-SGD task: Opacus with the same spec (``opacus_reference``)."""
 
     def run(s: Settings, scratch: Path) -> dict[str, Any]:
-        from secure_ml.release.opacus_baseline import opacus_train
+        from secure_ml.protocols.train import opacus_reference
 
-        metrics = opacus_train(spec_from_dict(make_spec(2, s, scratch)))
+        metrics = opacus_reference(spec_from_dict(make_spec(2, s, scratch)))
         return {
             "wall_s": metrics["opacus_train_seconds"],
             "accuracy": metrics["opacus_accuracy"],

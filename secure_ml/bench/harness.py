@@ -54,7 +54,7 @@ headline logistic regression (same schedule and seed) with ``[dp]`` epsilon =
 with DP-SGD on shares; ``secure_ml no-dp`` is the same spec without ``[dp]``,
 measured together with it (repeats interleaved, as for the encrypted
 channel); its ``plaintext`` record is Opacus DP-SGD (``baseline = "opacus"``,
-``opacus_train``). The DP record's ``ratio_to_non_dp`` divides its median by
+``opacus_reference``). The DP record's ``ratio_to_non_dp`` divides its median by
 the no-dp one's, with ``bytes_ratio_to_non_dp`` and ``rounds_ratio_to_non_dp``
 beside it; it carries ``epsilon``, ``noise_multiplier``,
 ``noise_multiplier_total``, ``steps`` and ``sample_rate`` from its privacy

@@ -18,17 +18,8 @@ import torch
 
 from secure_ml.bench.dp_rows import DP_PARTIES, central_dp_stats, dp_stats_spec
 from secure_ml.bench.dp_sgd_rows import opacus_plaintext, with_dp
+from secure_ml.bench.settings import Settings
 from secure_ml.spec import Spec, spec_from_dict
-
-
-@dataclass(frozen=True)
-class Settings:
-    """Knobs a suite sets for every task (small in the quick suite)."""
-
-    epochs: int = 5
-    batch_size: int = 64
-    hidden: tuple[int, ...] = (32,)
-    seed: int = 0
 
 
 @dataclass(frozen=True)

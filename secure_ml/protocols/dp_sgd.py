@@ -373,9 +373,9 @@ def bound_inputs(state: Any) -> None:
 def train_dp(session: Session, state: Any) -> dict[str, Any]:
     """Stages 1-4: charge, bound, then T noisy steps; returns the privacy block.
 
-    Leaves the trained layers, still shared, in ``state.dp_layers``.
+    Starts from ``state.torch_model``'s public initial weights and leaves the
+    trained layers, still shared, in ``state.dp_layers``.
     """
-    from secure_ml.protocols.train import fresh_model
     from secure_ml.release.dp import GaussianOnShares
     from secure_ml.release.mechanism import Release
     from secure_ml.sharing.sampling import poisson_mask
@@ -383,8 +383,6 @@ def train_dp(session: Session, state: Any) -> dict[str, Any]:
     spec, crypten = session.spec, session.crypten
     rows = int(state.x_train.shape[0])
     plan = make_plan(spec, rows)
-    sample_shape = tuple(state.x_train.shape[1:])
-    state.torch_model = fresh_model(spec, sample_shape, state.task, state.n_classes)
     layers = share_layers(crypten, state.torch_model)
     receivers = tuple(p.name for p in session.roster.with_role(RECEIVER))
     n_params = sum(p.nelement() for p in state.torch_model.parameters())

@@ -25,7 +25,9 @@ Stages, and what each party sends and learns:
 5. ``train``: SGD (optionally with momentum) with CrypTen autograd on shares,
    from public initial weights. Parties see only masked openings; with a
    dealer, party 0 receives triple corrections. After each epoch the loss of
-   its last batch is opened to the receivers only.
+   its last batch is opened to the receivers only. With ``[dp]`` this stage
+   is DP-SGD on shares instead (``secure_ml.protocols.dp_sgd``: secret
+   Poisson batches, per-row clipping, noise on shares) and no loss is opened.
 6. ``evaluate``: the test accuracy (or MSE) is computed on shares and only
    that number is opened, to the receivers; no prediction is opened.
 7. ``release``: the weights are opened to the receivers only (``model.pt``,
@@ -481,6 +483,17 @@ def score_model(model: torch.nn.Module, data: PooledData, prefix: str) -> dict[s
     return {f"{prefix}_accuracy": float(correct.mean())}
 
 
+def opacus_reference(spec: Spec) -> dict[str, Any]:
+    """The ``opacus_*`` metrics: the same model, pooled data (clamped as on shares),
+    schedule and sigma trained by Opacus in plaintext (``secure_ml.release.opacus_baseline``)."""
+    from secure_ml.release.opacus_baseline import bounded, opacus_train
+
+    data = bounded(pooled_data(spec))
+    model = fresh_model(spec, tuple(data.x_train.shape[1:]), data.task, data.n_classes)
+    account = opacus_train(spec, data, model, loss_function(data.task, torch.nn))
+    return {**score_model(model, data, "opacus"), **account}
+
+
 def plaintext_train(spec: Spec) -> tuple[torch.nn.Module, dict[str, Any]]:
     """The same model, schedule and seed on pooled plaintext (public data only)."""
     data = pooled_data(spec)
@@ -572,6 +585,8 @@ class MPCTrain(Protocol):
         else:
             from secure_ml.protocols.dp_sgd import train_dp
 
+            sample_shape = tuple(state.x_train.shape[1:])
+            state.torch_model = fresh_model(spec, sample_shape, state.task, state.n_classes)
             history, privacy = [], train_dp(session, state)
         train_seconds = time.perf_counter() - started
         metrics = evaluate(session, state)
@@ -592,9 +607,7 @@ class MPCTrain(Protocol):
             return {"plaintext_accuracy": None, **opacus}
         metrics = plaintext_train(spec)[1]
         if spec.dp is not None:
-            from secure_ml.release.opacus_baseline import opacus_train
-
-            metrics.update(opacus_train(spec))
+            metrics.update(opacus_reference(spec))
         return metrics
 
 

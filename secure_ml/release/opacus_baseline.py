@@ -37,31 +37,28 @@ from torch.utils.data import DataLoader, TensorDataset
 
 if TYPE_CHECKING:
     from secure_ml.protocols.dp_sgd import DPSGDPlan
-    from secure_ml.protocols.train import PooledData
     from secure_ml.spec import Spec
 
 #: Opacus's rate 1 / len(loader) and the shares' grid rate may differ by less than this
 GRID = 2.0**-16
 
 
-def opacus_train(spec: Spec) -> dict[str, Any]:
-    """Train the spec's model with Opacus on the pooled public data; the ``opacus_*`` metrics.
+def opacus_train(spec: Spec, data: Any, model: torch.nn.Module, loss_fn: Any) -> dict[str, Any]:
+    """Train ``model`` in place with Opacus on the pooled public ``data`` (already
+    ``bounded``); Opacus's account of the run.
 
-    Keys: ``opacus_accuracy`` (``opacus_mse`` for regression), ``opacus_epsilon``
-    (Opacus's own accountant for this run), ``opacus_noise_multiplier``,
-    ``opacus_sample_rate`` and ``opacus_train_seconds``.
+    Keys: ``opacus_epsilon`` (Opacus's own accountant for this run),
+    ``opacus_noise_multiplier``, ``opacus_sample_rate`` and ``opacus_train_seconds``.
+    ``secure_ml.protocols.train.opacus_reference`` prepares the data and the
+    model and scores the result (``opacus_accuracy``).
     """
     from secure_ml.protocols.dp_sgd import make_plan
-    from secure_ml.protocols.train import fresh_model, pooled_data, score_model
 
-    data = bounded(pooled_data(spec))
     plan = make_plan(spec, len(data.x_train))
-    model = fresh_model(spec, tuple(data.x_train.shape[1:]), data.task, data.n_classes)
     started = time.perf_counter()
-    engine, rate = fit(spec, plan, model, data)
+    engine, rate = fit(spec, plan, model, data, loss_fn)
     seconds = time.perf_counter() - started
     return {
-        **score_model(model, data, "opacus"),
         "opacus_epsilon": float(engine.get_epsilon(delta=spec.dp.delta)),
         "opacus_noise_multiplier": plan.noise_multiplier,
         "opacus_sample_rate": rate,
@@ -69,7 +66,7 @@ def opacus_train(spec: Spec) -> dict[str, Any]:
     }
 
 
-def bounded(data: PooledData) -> PooledData:
+def bounded(data: Any) -> Any:
     """Clamp the training features (and regression targets) as ``bound_inputs`` does on shares."""
     from secure_ml.protocols.dp_sgd import FEATURE_BOUND
 
@@ -80,11 +77,11 @@ def bounded(data: PooledData) -> PooledData:
     return data._replace(x_train=x_train, x_test=data.x_test.flatten(1), y_train=y_train)
 
 
-def fit(spec: Spec, plan: DPSGDPlan, model: torch.nn.Module, data: PooledData) -> tuple[Any, float]:
+def fit(
+    spec: Spec, plan: DPSGDPlan, model: torch.nn.Module, data: Any, loss_fn: Any
+) -> tuple[Any, float]:
     """Opacus's DP-SGD on ``model`` (trained in place); the engine and Opacus's sample rate."""
     from opacus import PrivacyEngine
-
-    from secure_ml.protocols.train import loss_function
 
     seed = spec.protocol.seed
     loader = DataLoader(
@@ -104,7 +101,7 @@ def fit(spec: Spec, plan: DPSGDPlan, model: torch.nn.Module, data: PooledData) -
             noise_multiplier=plan.noise_multiplier, max_grad_norm=plan.max_grad_norm,
             poisson_sampling=True, noise_generator=torch.Generator().manual_seed(seed + 1),
         )  # fmt: skip
-        run_epochs(private, optimizer, loader, plan.epochs, loss_function(data.task, torch.nn))
+        run_epochs(private, optimizer, loader, plan.epochs, loss_fn)
     return engine, rate
 
 

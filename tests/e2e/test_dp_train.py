@@ -73,14 +73,14 @@ def test_horizontal_mlp_example_trains_like_opacus(tmp_path):
     """Rows split between clinics: standardised and clamped on shares, an MLP backward
     pass through ReLU; at a loose budget the model on shares learns what Opacus learns."""
     sets = ["dp.epsilon=50", f"dp.ledger={tmp_path}/ledgers/{{party}}.json", "model.hidden=[8]",
-            "train.epochs=2", "train.batch_size=768"]  # fmt: skip
+            "train.epochs=3", "train.batch_size=768", "train.lr=2.0"]  # fmt: skip
     done = secure_ml_run(REPO / "protocols" / "dp_train_digits_mlp.toml", tmp_path / "run", sets,
                          timeout=150)  # fmt: skip
     assert done.returncode == 0, done.stderr + done.stdout
     result = json.loads((tmp_path / "run" / "result.json").read_text())
     metrics, privacy = result["metrics"], result["privacy"]
-    assert (privacy["steps"], privacy["sample_rate"]) == (4, 0.5)  # ceil(1437 / 768) = 2 an epoch
+    assert (privacy["steps"], privacy["sample_rate"]) == (6, 0.5)  # ceil(1437 / 768) = 2 an epoch
     assert privacy["epsilon"] <= 50 * (1 + 1e-3)
-    assert metrics["opacus_accuracy"] > 0.3  # ten classes: chance is 0.1
+    assert metrics["opacus_accuracy"] > 0.4  # ten classes: chance is 0.1
     assert abs(metrics["accuracy"] - metrics["opacus_accuracy"]) < 0.1, metrics
     assert result["revealed_to"]["model"] == ["clinic_c"]
