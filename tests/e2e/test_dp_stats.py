@@ -46,8 +46,9 @@ def test_stats_are_released_once_then_the_budget_refuses(tmp_path):
         checks += [inside(reference[q], stats[q]["ci95"]) for q in ("mean", "variance")]
         intervals = zip(reference["histogram"], stats["histogram"]["ci95"], strict=True)
         checks += [inside(count, interval) for count, interval in intervals]
-    # 36 intervals at >= 95 % each: 4 or more misses would be very unlikely
-    assert len(checks) == 36 and sum(checks) >= 33, metrics
+    # 36 intervals at >= 95 % each: 9 or more misses has probability 5e-5 (4 or more
+    # would be 10 %); the coverage rate itself is tested in test_stats_coverage.py
+    assert len(checks) == 36 and sum(checks) >= 28, metrics
     # each owner's ledger was charged for its own column's releases only
     for owner in ("hospital_a", "hospital_b", "hospital_c"):
         ledger = json.loads((ledgers / f"{owner}.json").read_text())
