@@ -42,6 +42,11 @@ def _mb(nbytes: int | None) -> float | None:
     return None if nbytes is None else nbytes / 1e6
 
 
+def _table_row(cells: list[Any]) -> str:
+    """One markdown table row."""
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
 def _wall(r: dict[str, Any]) -> str:
     return f"{r['wall_s']:.3g} [{r['wall_min_s']:.3g}-{r['wall_max_s']:.3g}]"
 
@@ -104,7 +109,7 @@ def markdown(records: list[dict[str, Any]], *, suite: str) -> str:
                 _fmt(r["error_vs_plain"]), _fmt(r["ratio_to_raw_crypten"]),
                 _fmt(r.get(CLOSED_FORM_RATIO)), _fmt(r.get(PLAIN_CHANNEL_RATIO)),
             ]  # fmt: skip
-            lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+            lines.append(_table_row(cells))
         lines.append("")
     lines += optimisation_tables(records)
     lines += dp_tables(records)
@@ -174,7 +179,7 @@ def optimisation_tables(records: list[dict[str, Any]]) -> list[str]:
                 _fmt(r.get("ratio_to_raw_crypten")), _fmt(r.get(CLOSED_FORM_RATIO)),
                 _fmt(r.get("ratio_to_all_on")),
             ]  # fmt: skip
-            lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+            lines.append(_table_row(cells))
         lines.append("")
     return lines
 
@@ -209,7 +214,7 @@ def dp_tables(records: list[dict[str, Any]]) -> list[str]:
                 _fmt(r["noise_ratio_to_central"]), _fmt(r["mean_error_rel_width"]),
                 _fmt(r["histogram_error_rel_rows"]), _wall(r),
             ]  # fmt: skip
-            lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+            lines.append(_table_row(cells))
         lines.append("")
     return lines
 
@@ -257,7 +262,7 @@ def dp_sgd_tables(records: list[dict[str, Any]]) -> list[str]:
         lines += [f"### {task}", "", _DP_SGD_HEADER, "|---" * 15 + "|"]
         for r in rows:
             if r["task"] == task:
-                lines.append("| " + " | ".join(str(c) for c in _dp_sgd_cells(r)) + " |")
+                lines.append(_table_row(_dp_sgd_cells(r)))
         lines.append("")
     return lines
 

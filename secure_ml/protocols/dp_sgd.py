@@ -194,17 +194,23 @@ def squared_norms(crypten: Any, deltas: Sequence[Any], inputs: Sequence[Any], fi
     """
     parts = [*deltas, *inputs[1:]]
     squares = crypten.cat(parts, dim=1).square()
-    widths = [int(p.shape[1]) for p in parts]
-    sums, start = [], 0
-    for width in widths:
-        sums.append(squares[:, start : start + width].sum(1))
-        start += width
+    sums = [block.sum(1) for block in split_columns(squares, parts)]
     delta_sums, input_sums = sums[: len(deltas)], [first, *sums[len(deltas) :]]
     total = None
     for d, a in zip(delta_sums, input_sums, strict=True):
         term = d * (a + 1)
         total = term if total is None else total + term
     return total
+
+
+def split_columns(joined: Any, parts: Sequence[Any]) -> list[Any]:
+    """``joined`` (the ``parts`` side by side) cut back into blocks of their widths."""
+    blocks, start = [], 0
+    for part in parts:
+        width = int(part.shape[1])
+        blocks.append(joined[:, start : start + width])
+        start += width
+    return blocks
 
 
 # ----------------------------------------------------------------- clipping --
@@ -256,15 +262,9 @@ def inv_sqrt_1_to_4(z: Any) -> Any:
 def clipped_deltas(crypten: Any, deltas: Sequence[Any], u: Any, mask: Any) -> list[Any]:
     """Every layer's per-example output gradients, times mask_i * min(1, 1 / sqrt(u_i))."""
     w, r = clip_scales(crypten, u)
-    widths = [int(d.shape[1]) for d in deltas]
     joined = crypten.cat(list(deltas), dim=1)
     scaled = (joined * w.unsqueeze(1)).div(2**RANGE_STEPS)  # delta 2^-e: no precision lost
-    clipped = scaled * (r * mask).unsqueeze(1)
-    out, start = [], 0
-    for width in widths:
-        out.append(clipped[:, start : start + width])
-        start += width
-    return out
+    return split_columns(scaled * (r * mask).unsqueeze(1), deltas)
 
 
 @dataclass

@@ -39,9 +39,6 @@ if TYPE_CHECKING:
     from secure_ml.protocols.dp_sgd import DPSGDPlan
     from secure_ml.spec import Spec
 
-#: Opacus's rate 1 / len(loader) and the shares' grid rate may differ by less than this
-GRID = 2.0**-16
-
 
 def opacus_train(spec: Spec, data: Any, model: torch.nn.Module, loss_fn: Any) -> dict[str, Any]:
     """Train ``model`` in place with Opacus on the pooled public ``data`` (already
@@ -120,8 +117,10 @@ def check_schedule(plan: DPSGDPlan, batches: int) -> float:
 
     Raises ValueError otherwise, since then the baseline would not be the same run.
     """
+    from secure_ml.sharing.sampling import on_grid
+
     rate = 1 / batches
-    if batches != plan.steps_per_epoch or not 0 <= rate - plan.sample_rate < GRID:
+    if batches != plan.steps_per_epoch or on_grid(rate) != plan.sample_rate:
         raise ValueError(
             f"Opacus samples {batches} steps per epoch at rate {rate}; the shares take "
             f"{plan.steps_per_epoch} at {plan.sample_rate}: the baseline would not be the same run"

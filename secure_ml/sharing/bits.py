@@ -31,18 +31,16 @@ import torch
 _PREFIX_SHIFTS = (1, 2, 4, 8, 16, 32)
 
 
-def _as_arithmetic_bits(like: Any, binary: Any) -> Any:
-    """The 0/1 bits of ``binary`` as an arithmetic MPCTensor at scale 1 (like ``_ltz``)."""
+def _as_arithmetic_bits(bits: Any) -> Any:
+    """The 0/1 XOR-shared ``bits`` (a BinarySharedTensor) as an arithmetic MPCTensor at
+    scale 1, like CrypTen's ``_ltz`` returns; one single-bit conversion."""
+    from crypten.mpc import MPCTensor
     from crypten.mpc.ptype import ptype
 
-    result = like.clone()
-    result._tensor = binary
-    result.ptype = ptype.binary
-    # the conversion multiplies by (arithmetic scale // binary scale): make that 1
-    precision = 0 if binary.encoder.scale == 1 else None
-    result = result._to_ptype(ptype.arithmetic, bits=1, precision=precision)
-    result.encoder._scale = 1
-    return result
+    # precision 0 on both sides: the conversion's rescaling (arithmetic scale over
+    # binary scale) is then 1
+    binary = MPCTensor.from_shares(bits.share, precision=0, ptype=ptype.binary)
+    return binary._to_ptype(ptype.arithmetic, bits=1, precision=0)
 
 
 def at_least_powers_of_two(x: Any, exponents: Sequence[int]) -> Any:
@@ -63,8 +61,7 @@ def at_least_powers_of_two(x: Any, exponents: Sequence[int]) -> Any:
     for shift in _PREFIX_SHIFTS:
         prefix = prefix | (prefix >> shift)
     bits = BinarySharedTensor.stack([prefix >> p for p in positions], dim=-1) & 1
-    bits.encoder = prefix.encoder
-    return _as_arithmetic_bits(x, bits)
+    return _as_arithmetic_bits(bits)
 
 
 def _own_words(shape: tuple[int, ...], n_bits: int) -> torch.Tensor:
@@ -92,6 +89,4 @@ def uniform_below(crypten: Any, shape: tuple[int, ...], threshold: int, n_bits: 
     rank = crypten.communicator.get().get_rank()
     public = torch.full(tuple(shape), threshold if rank == 0 else 0, dtype=torch.long)
     bound = BinarySharedTensor.from_shares(public, precision=0)
-    below = circuit.lt(words, bound)
-    like = crypten.cryptensor(torch.zeros(()))  # an arithmetic MPCTensor to carry the result
-    return _as_arithmetic_bits(like, below)
+    return _as_arithmetic_bits(circuit.lt(words, bound))
