@@ -73,6 +73,11 @@ CODECS = ("plain", "audit")
 #: ``[transport] encryption``: auto (on unless every process is on loopback),
 #: on, or off (only with insecure_plaintext = true)
 ENCRYPTION = ("auto", "on", "off")
+#: ``[model] activation``: the hidden layers' nonlinearity (mlp, cnn). relu:
+#: max(0, x); square: x * x, a polynomial that HE protocols can evaluate on
+#: ciphertexts (and cheaper than ReLU on shares). Here, not in
+#: ``secure_ml.models``, so that validating a spec never imports torch.
+ACTIVATIONS = ("relu", "square")
 _NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
 
 
@@ -115,6 +120,7 @@ class ModelSpec:
     channels: int = 8
     weights: str | None = None
     num_classes: int = 10
+    activation: str = "relu"
 
 
 @dataclass(frozen=True)
@@ -437,6 +443,8 @@ register_section(
             "channels": Key((int,), at_least_one),
             "weights": Key((str,), hash_as=lambda _: "party-local"),
             "num_classes": Key((int,), at_least_one),
+            # omitted at its default: specs from before the key keep their hash
+            "activation": Key((str,), one_of(ACTIVATIONS), omit_default=True),
         },
         owner=_OWNER,
     )

@@ -112,6 +112,7 @@ def owner_model(spec: Spec, shape: tuple[int, ...]) -> torch.nn.Module:
     model = build_model(
         kind, TaskShape(shape, n_outputs(spec)), seed=spec.protocol.seed,
         hidden=spec.model.hidden, channels=spec.model.channels,
+        activation=spec.model.activation,
     )  # fmt: skip
     if spec.model.weights is not None:
         path = Path(spec.model.weights)
@@ -182,7 +183,7 @@ def _model_from_kept_shares(session: Session) -> Any:
     classes = meta["n_classes"] if meta["task"] == "multiclass" else 1
     torch_model = build_model(
         meta["kind"], TaskShape(shape, classes), seed=0, hidden=meta["hidden"],
-        channels=meta["channels"],
+        channels=meta["channels"], activation=meta.get("activation", "relu"),
     )  # fmt: skip
     model = sm.to_crypten(torch_model, shape).encrypt(src=0)
     sm.load_shares(model, saved["shares"], path)
@@ -338,6 +339,12 @@ class MPCInfer(Protocol):
                 "[model]",
                 f"kind = {kind!r}: mpc.infer runs one of {', '.join(BUILT_IN_KINDS)}, "
                 "'checkpoint:<path>' or 'shares:<path>'",
+            )
+        if kind == "torchvision:resnet18" and spec.model.activation != "relu":
+            raise fail(
+                "[model]",
+                f"activation = {spec.model.activation!r}: kind = 'torchvision:resnet18' has "
+                "ReLU activations only; remove activation or set it to 'relu'",
             )
         if not roster.with_role("data_owner"):
             raise fail("[[party]]", "mpc.infer needs at least one party with role 'data_owner'")

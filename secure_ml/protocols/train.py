@@ -228,7 +228,7 @@ def fresh_model(
     shape = TaskShape(sample_shape=sample_shape, n_outputs=n_outputs(task, n_classes))
     return build_model(
         spec.model.kind, shape, seed=spec.protocol.seed, hidden=spec.model.hidden,
-        channels=spec.model.channels,
+        channels=spec.model.channels, activation=spec.model.activation,
     )  # fmt: skip
 
 
@@ -413,6 +413,7 @@ def _meta(session: Session, state: TrainState) -> dict[str, Any]:
         "kind": spec.model.kind,
         "hidden": list(spec.model.hidden),
         "channels": spec.model.channels,
+        "activation": spec.model.activation,
         "sample_shape": list(state.x_train.shape[1:]),
         "task": state.task,
         "n_classes": state.n_classes,
@@ -619,6 +620,13 @@ def _check_dp(spec: Spec, fail: Fail) -> None:
             "[model]",
             f"kind = {spec.model.kind!r}: DP-SGD on shares trains {', '.join(DP_KINDS)}; "
             "remove [dp] or pick one of those",
+        )
+    if spec.model.activation != "relu":
+        # dp_sgd's hand-written forward and backward know ReLU's derivative only
+        raise fail(
+            "[model]",
+            f"activation = {spec.model.activation!r}: DP-SGD on shares trains ReLU "
+            "activations only; remove [dp] or set activation = 'relu'",
         )
     if spec.train.keep_shared:
         raise fail("[train]", "keep_shared = true is not available with [dp] yet; remove one")

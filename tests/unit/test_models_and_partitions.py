@@ -9,8 +9,15 @@ from torch import nn
 
 from secure_ml.data.partition import dirichlet_rows, horizontal_rows
 from secure_ml.errors import DataError, SpecError
-from secure_ml.models import MLP, SmallCNN, TaskShape, build_model
-from secure_ml.sharing.model import blank, check_supported, export, from_architecture
+from secure_ml.models import ACTIVATIONS, MLP, SmallCNN, Square, TaskShape, build_model
+from secure_ml.sharing.model import (
+    blank,
+    check_supported,
+    export,
+    from_architecture,
+    to_crypten,
+)
+from secure_ml.spec import spec_from_dict
 
 
 @pytest.mark.parametrize(
@@ -56,6 +63,113 @@ def test_blank_architecture_keeps_the_graph_and_hides_every_weight():
     assert all(not numpy_helper.to_array(t).any() for t in blank_graph.initializer)
     names = lambda m: [n for n, _ in m.named_parameters()]  # noqa: E731
     assert names(from_architecture(real)) == names(from_architecture(hidden))
+
+
+def test_square_is_x_times_x_and_has_no_parameters():
+    x = torch.linspace(-3, 3, 13, requires_grad=True)
+    out = Square()(x)
+    assert torch.equal(out, x * x)
+    out.sum().backward()
+    assert torch.allclose(x.grad, 2 * x.detach())
+    assert list(Square().state_dict()) == []
+    assert ACTIVATIONS == ("relu", "square")
+
+
+@pytest.mark.parametrize(
+    ("kind", "shape", "module"), [("mlp", (6,), "layers"), ("cnn", (1, 8, 8), "features")]
+)
+def test_square_activation_keeps_state_dict_keys_and_initial_weights(kind, shape, module):
+    relu = build_model(kind, TaskShape(shape, 3), seed=0, hidden=(5, 4))
+    square = build_model(kind, TaskShape(shape, 3), seed=0, hidden=(5, 4), activation="square")
+    assert list(square.state_dict()) == list(relu.state_dict())
+    for key, value in relu.state_dict().items():
+        assert torch.equal(square.state_dict()[key], value), key
+    # a ReLU state_dict loads into the square model (and back), layer for layer
+    square.load_state_dict(relu.state_dict())
+    squares = [m for m in getattr(square, module) if isinstance(m, Square)]
+    assert len(squares) == 2 and not any(isinstance(m, nn.ReLU) for m in square.modules())
+    assert square(torch.ones(2, *shape)).shape == (2, 3)
+    # the classes take it directly too
+    assert isinstance(MLP(6, 3, (5,), "square").layers[1], Square)
+    assert isinstance(SmallCNN((1, 8, 8), 3, 4, activation="square").features[1], Square)
+
+
+def test_build_model_activation_is_checked_and_ignored_by_linear_models():
+    for kind in ("logreg", "linreg"):
+        linear = build_model(kind, TaskShape((4,), 1), seed=0, activation="square")
+        assert not any(isinstance(m, Square) for m in linear.modules())
+    with pytest.raises(
+        SpecError, match=r"\[model\] activation = 'tanh': must be one of relu, square"
+    ):
+        build_model("mlp", TaskShape((4,), 2), seed=0, activation="tanh")
+    with pytest.raises(SpecError, match=r"\[model\] activation = 'square'.*resnet18"):
+        build_model("torchvision:resnet18", TaskShape((3, 32, 32), 10), seed=0,
+                    activation="square")  # fmt: skip
+
+
+def test_square_mlp_converts_to_crypten_and_computes_the_same():
+    """CrypTen's ONNX import runs the Square node (Pow with a public exponent);
+    ``x * x`` as Mul(x, x) would leave crypten's graph unable to run it."""
+    import onnx
+
+    torch.manual_seed(0)
+    model = MLP(4, 3, (5, 5), activation="square").eval()
+    check_supported(model, (4,))
+    graph = onnx.load_model_from_string(export(model, (4,))).graph
+    assert all(len(set(n.input)) == len(n.input) for n in graph.node)  # no Mul(x, x)
+    assert [n.op_type for n in graph.node].count("Pow") == 2
+    x = torch.randn(7, 4)
+    with torch.no_grad():
+        expected = model(x)
+        assert torch.allclose(to_crypten(model, (4,))(x), expected, atol=1e-5)
+        assert torch.allclose(from_architecture(export(model, (4,)))(x), expected, atol=1e-5)
+    names = lambda m: [n for n, _ in m.named_parameters()]  # noqa: E731
+    assert names(from_architecture(blank(export(model, (4,))))) == [
+        f"{n}.data" for n, _ in model.named_parameters()
+    ]
+
+
+def model_spec(model: dict, **sections) -> dict:
+    return {
+        "protocol": {"name": "mpc.train"},
+        "party": [
+            {"name": "a", "roles": ["data_owner"]},
+            {"name": "b", "roles": ["data_owner", "label_owner", "receiver"]},
+        ],
+        "data": {"source": "sklearn:breast_cancer"},
+        "model": model,
+        **sections,
+    }
+
+
+def test_spec_activation_is_validated_and_keeps_old_hashes():
+    square = spec_from_dict(model_spec({"kind": "mlp", "activation": "square"}))
+    assert square.model.activation == "square"
+    default = spec_from_dict(model_spec({"kind": "mlp"}))
+    assert default.model.activation == "relu"
+    # the default is left out of the hash: specs from before the key keep theirs
+    assert spec_from_dict(model_spec({"kind": "mlp", "activation": "relu"})).hash == default.hash
+    assert square.hash != default.hash
+    with pytest.raises(
+        SpecError, match=r"\[model\]: activation = 'tanh': must be one of 'relu', 'square'"
+    ):
+        spec_from_dict(model_spec({"kind": "mlp", "activation": "tanh"}))
+    with pytest.raises(SpecError, match=r"\[model\]: activation = 1: expected str"):
+        spec_from_dict(model_spec({"kind": "mlp", "activation": 1}))
+
+
+def test_dp_sgd_and_resnet_refuse_square_activations():
+    dp = {"dp": {"epsilon": 1.0, "delta": 1e-5}}
+    with pytest.raises(SpecError, match=r"\[model\]: activation = 'square': DP-SGD on shares"):
+        spec_from_dict(model_spec({"kind": "mlp", "activation": "square"}, **dp))
+    spec_from_dict(model_spec({"kind": "mlp", "activation": "relu"}, **dp))
+    infer = model_spec({"kind": "torchvision:resnet18", "activation": "square"})
+    infer["protocol"]["name"] = "mpc.infer"
+    infer["party"] = [{"name": "a", "roles": ["model_owner"]},
+                      {"name": "b", "roles": ["data_owner", "receiver"]}]  # fmt: skip
+    infer["data"] = {"source": "sklearn:breast_cancer", "partition": "horizontal"}
+    with pytest.raises(SpecError, match=r"\[model\]: activation = 'square': kind = 'torchvision"):
+        spec_from_dict(infer)
 
 
 class ScaledLinear(nn.Module):
