@@ -27,7 +27,7 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet --upgrade "pip>=23"
 	$(BIN)/python -m pip install --quiet $(TORCH_PAIR)
 	$(BIN)/python -m pip install --quiet --no-deps $(CRYPTEN)
-	$(BIN)/python -m pip install --quiet -e '.[dev,vision,bench,dp]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,vision,bench,dp,he]'
 	@touch $@
 
 run: venv

@@ -65,6 +65,10 @@ class ChannelError(ProtocolAbort):
     (tampered with, replayed, reordered, or one before it was dropped)."""
 
 
+class CiphertextError(ProtocolAbort):
+    """A peer's HE context or ciphertext is malformed, insecure or does not match the plan."""
+
+
 class PrivacyBudgetExceeded(SecureMLError):
     """A release mechanism refused a reveal: it would overspend a privacy budget.
 
@@ -117,6 +121,7 @@ EXIT_CODES: dict[type[SecureMLError], int] = {
     PeerLost: 13,
     KeyMaterialError: 14,
     ChannelError: 15,
+    CiphertextError: 16,
 }
 
 #: exit code for an exception that is not a SecureMLError (a bug, or Ctrl-C)

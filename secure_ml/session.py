@@ -394,6 +394,14 @@ class Session:
         """Receive one object from party ``sender`` (parsed, never unpickled)."""
         return self.links.recv_obj(self._peer_rank(sender))
 
+    def send_bytes(self, data: bytes, *, to: str) -> None:
+        """Send opaque bytes (a serialized ciphertext, say) to party ``to``."""
+        self.links.send_bytes(self._peer_rank(to), data)
+
+    def receive_bytes(self, *, sender: str, limit: int) -> bytes:
+        """One bytes message from ``sender``; a declared length above ``limit`` aborts."""
+        return self.links.recv_bytes(self._peer_rank(sender), limit=limit)
+
     def send_shares(self, value: torch.Tensor, *, limit: str = "product") -> None:
         """Secret-share ``value`` to every compute party, without CrypTen (an input party).
 

@@ -27,6 +27,8 @@ SKLEARN_DATASETS = {
     "wine": ("load_wine", "multiclass"),
     "iris": ("load_iris", "multiclass"),
     "diabetes": ("load_diabetes", "regression"),
+    # the same digits as 1x8x8 images in [0, 1], for convolutional models
+    "digits_images": ("load_digits", "multiclass"),
 }
 SCHEMES = ("sklearn", "torchvision")
 
@@ -83,6 +85,8 @@ def _sklearn(name: str, *, test_fraction: float, seed: int) -> Dataset:
     loader, task = SKLEARN_DATASETS[name]
     bunch = getattr(sklearn.datasets, loader)()
     x = torch.from_numpy(np.asarray(bunch.data, dtype=np.float32))
+    if name == "digits_images":
+        x = x.reshape(-1, 1, 8, 8) / 16.0  # sklearn's pixels are 0..16
     if task == "regression":
         y = torch.from_numpy(np.asarray(bunch.target, dtype=np.float32))
         n_classes = 1

@@ -51,6 +51,11 @@ FAMILIES: tuple[Family, ...] = (
         protocols={"dp.stats": "secure_ml.protocols.stats:DPStats"},
         sections=("secure_ml.protocols.stats_section",),
     ),
+    Family(
+        name="he",
+        protocols={"he.infer": "secure_ml.protocols.he_infer:HEInfer"},
+        sections=("secure_ml.protocols.he_section",),
+    ),
 )
 
 #: modules registering sections that protocols of several families may read

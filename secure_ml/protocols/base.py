@@ -6,13 +6,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from secure_ml.data.local import uses_csv
+from secure_ml.data.sources import check_source, describe_sources
+from secure_ml.errors import SecureMLError
 from secure_ml.sections import Fail
 
 if TYPE_CHECKING:
     from secure_ml.session import Session
     from secure_ml.spec import Spec
 
-__all__ = ["Fail", "PartyOutput", "Protocol", "require_crypten_parties"]
+__all__ = [
+    "Fail", "PartyOutput", "Protocol", "require_builtin_source", "require_crypten_parties",
+]  # fmt: skip
 
 
 @dataclass
@@ -64,3 +69,15 @@ def require_crypten_parties(protocol: str, spec: Spec, fail: Fail) -> None:
                 f"{protocol} runs every party in CrypTen's world; party {party.name} has "
                 "crypten = false (remove it, or set crypten = true)",
             )
+
+
+def require_builtin_source(protocol: str, spec: Spec, fail: Fail) -> None:
+    """Refuse per-party CSVs and a missing or unknown ``[data] source``."""
+    if uses_csv(spec):
+        raise fail("[[party]]", f"{protocol} reads built-in sources only (no CSV data yet)")
+    if spec.data.source is None:
+        raise fail("[data]", f"source is missing: one of {describe_sources()}")
+    try:
+        check_source(spec.data.source)
+    except SecureMLError as e:
+        raise fail("[data]", str(e).removeprefix("[data] ")) from None

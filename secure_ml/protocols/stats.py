@@ -57,12 +57,17 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from secure_ml.data.local import data_owners, load_local, uses_csv
+from secure_ml.data.local import data_owners, load_local
 from secure_ml.data.partition import vertical_columns
-from secure_ml.data.sources import SKLEARN_DATASETS, check_source, describe_sources
-from secure_ml.errors import SecureMLError
+from secure_ml.data.sources import SKLEARN_DATASETS
 from secure_ml.parties import RECEIVER
-from secure_ml.protocols.base import Fail, PartyOutput, Protocol, require_crypten_parties
+from secure_ml.protocols.base import (
+    Fail,
+    PartyOutput,
+    Protocol,
+    require_builtin_source,
+    require_crypten_parties,
+)
 
 if TYPE_CHECKING:
     from secure_ml.session import Session
@@ -463,14 +468,7 @@ class DPStats(Protocol):
                 "dp.stats releases only under differential privacy: add [dp] with epsilon, "
                 "delta (and ledger = PATH, one per party, e.g. 'ledgers/{party}.json')",
             )
-        if uses_csv(spec):
-            raise fail("[[party]]", "dp.stats reads built-in sources only (no CSV data yet)")
-        if spec.data.source is None:
-            raise fail("[data]", f"source is missing: one of {describe_sources()}")
-        try:
-            check_source(spec.data.source)
-        except SecureMLError as e:
-            raise fail("[data]", str(e).removeprefix("[data] ")) from None
+        require_builtin_source(cls.name, spec, fail)
         if not spec.data.source.startswith("sklearn:"):
             raise fail("[data]", "dp.stats computes statistics of tabular (sklearn:) sources")
         if spec.data.partition not in ("vertical", "horizontal"):
