@@ -59,8 +59,6 @@ if TYPE_CHECKING:
     from secure_ml.sharing.ckks_params import CKKSParams
     from secure_ml.spec import Spec
 
-#: the largest public context accepted (Galois keys at N = 32768 are ~1 GB)
-CONTEXT_LIMIT = 2**31 - 1
 #: the plan and shape messages are small JSON objects
 PLAN_KEYS = ("params", "depth", "out_features", "in_features")
 
@@ -262,8 +260,10 @@ def run_server(session: Session) -> PartyOutput:
     session.send_object({"params": params.to_message(), "depth": program.depth,
                          "out_features": program.out_features,
                          "in_features": program.in_features}, to=peer)  # fmt: skip
-    public = session.receive_bytes(sender=peer, limit=CONTEXT_LIMIT)
-    context = he.read_public_context(public, params, galois=spec.he.mode == "per_sample")
+    galois = spec.he.mode == "per_sample"
+    limit = he.context_limit(params, galois=galois)
+    context = he.read_public_context(session.receive_bytes(sender=peer, limit=limit), params,
+                                     galois=galois)  # fmt: skip
     evaluating = server_rounds(session, program, context, params, n_samples)
     metrics: dict[str, Any] = {"server_evaluation_s": evaluating}
     if spec.he.output == "probabilities":
@@ -309,6 +309,9 @@ class HEInfer(Protocol):
         if spec.dp is not None:
             raise fail("[dp]", "he.infer does not apply differential privacy; remove [dp]")
         require_builtin_source(cls.name, spec, fail)
+        if spec.data.partition != "horizontal":
+            raise fail("[data]", "he.infer's client holds whole rows of the test split: "
+                       "use partition = 'horizontal'")  # fmt: skip
         if spec.he.output == "probabilities" and spec.model.kind != "logreg":
             raise fail("[he]", "output = 'probabilities' is for [model] kind = 'logreg' "
                        "(binary): the client applies softmax itself")  # fmt: skip

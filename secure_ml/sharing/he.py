@@ -41,6 +41,7 @@ from secure_ml.sharing.ckks_params import CKKSParams
 
 __all__ = [
     "ciphertext_limit",
+    "context_limit",
     "context_params",
     "decrypt_columns",
     "decrypt_rows",
@@ -131,6 +132,21 @@ def read_public_context(data: bytes, expected: CKKSParams, *, galois: bool) -> t
         missing = "Galois keys" if context.has_relin_keys() else "relinearisation keys"
         raise CiphertextError(f"the client's context has no {missing}, which this mode needs")
     return context
+
+
+def context_limit(params: CKKSParams, *, galois: bool) -> int:
+    """Most bytes a public context of these parameters may take (before it is read).
+
+    A key-switching key holds, per prime but the special one, two polynomials
+    over the whole chain; there is one relinearisation key and, with Galois
+    keys, one per power-of-two rotation each way plus the conjugation. Twice
+    that, for serialisation overhead, plus a megabyte for the rest.
+    """
+    primes, degree = len(params.coeff_mod_bit_sizes), params.poly_modulus_degree
+    switching_key = (primes - 1) * 2 * degree * primes * 8
+    keys = 1 + (2 * int(math.log2(degree // 2)) + 1 if galois else 0)
+    public_key = 2 * degree * primes * 8
+    return 2 * (keys * switching_key + public_key) + 2**20
 
 
 def ciphertext_limit(params: CKKSParams) -> int:
@@ -242,3 +258,35 @@ def _augmented(step: Affine, *, keep_one: bool) -> torch.Tensor:
 
 def decrypt_rows(vectors: Sequence[ts.CKKSVector], out_features: int) -> torch.Tensor:
     return torch.tensor([v.decrypt()[:out_features] for v in vectors], dtype=torch.float64)
+
+
+# ---------------------------------------------------------------- baseline --
+
+
+def naive_per_sample(
+    params: CKKSParams, program: HEProgram, x: torch.Tensor
+) -> tuple[torch.Tensor, list[float]]:
+    """TenSEAL's tutorial evaluation in one process: one ciphertext per sample (the bench's
+    naive baseline).
+
+    A secret context with Galois keys (``params``, as agreed for a run), then
+    for each row of ``x``: encrypt it, evaluate ``program`` with vector-matrix
+    products (``evaluate_row``: the tutorial's ``mm`` then ``square``, the
+    biases in augmented matrices so that they stay right) and decrypt. Returns
+    the outputs and each sample's seconds (encrypt, evaluate, decrypt; the
+    context is setup and not timed). No transport and no serialisation.
+    """
+    import time
+
+    context = new_context(params, galois=True)
+    outputs, seconds = [], []
+    for row in x:
+        began = time.perf_counter()
+        (vector,) = encrypt_rows(context, row.unsqueeze(0))
+        answer = evaluate_row(program, vector)
+        outputs.append(decrypt_rows([answer], program.out_features)[0])
+        seconds.append(time.perf_counter() - began)
+    return torch.stack(outputs), seconds
+
+
+__all__ += ["naive_per_sample"]

@@ -15,6 +15,7 @@ from secure_ml.models import MLP, LogisticRegression, SmallCNN
 from secure_ml.models.he_program import Affine, compile_model, fit_sigmoid
 from secure_ml.sharing import he
 from secure_ml.sharing.ckks_params import MAX_BITS_128, CKKSParams, choose_params, output_bits
+from secure_ml.spec import spec_from_dict
 
 DEPTH3 = CKKSParams(8192, (40, 30, 30, 30, 40), 30)
 
@@ -137,6 +138,11 @@ def test_the_public_context_sent_holds_no_secret_key(secret):
         he.read_public_context(secret.serialize(save_secret_key=True), DEPTH3, galois=True)
     sizes = he.key_sizes(secret)
     assert sizes["galois_keys"] > sizes["relin_keys"] > sizes["public_key"] > 0
+    # the size the server accepts before reading: above what is sent, not far above
+    limit = he.context_limit(DEPTH3, galois=True)
+    assert len(sent) < limit < 4 * len(sent)
+    without = he.public_context_bytes(he.new_context(DEPTH3, galois=False))
+    assert len(without) < he.context_limit(DEPTH3, galois=False) < 4 * len(without)
 
 
 def test_malformed_and_mismatched_contexts_and_ciphertexts_are_refused(secret):
@@ -179,3 +185,59 @@ def test_batched_and_per_sample_evaluation_match_the_program(secret):
     rows = he.encrypt_rows(secret, x[:2])
     outputs = [he.evaluate_row(program, row) for row in rows]
     assert torch.allclose(he.decrypt_rows(outputs, 10), expected[:2], atol=0.05)
+
+
+# ------------------------------------------------------------------- spec --
+
+CLIENT = {"name": "client", "roles": ["data_owner", "receiver"], "crypten": False}
+SERVER = {"name": "server", "roles": ["model_owner"], "crypten": False}
+
+
+def he_spec(**changes: object) -> dict:
+    raw = {
+        "protocol": {"name": "he.infer", "dealer": "none"},
+        "party": [CLIENT, SERVER],
+        "data": {"source": "sklearn:digits", "partition": "horizontal"},
+        "model": {"kind": "mlp", "hidden": [32], "activation": "square"},
+        "he": {},
+    }
+    for section, values in changes.items():
+        if section == "party":
+            raw["party"] = values
+        else:
+            raw.setdefault(section, {}).update(values)
+    return raw
+
+
+def test_an_example_shaped_he_spec_is_accepted():
+    checked = spec_from_dict(he_spec(he={"mode": "per_sample", "max_samples": 1}))
+    assert (checked.he.mode, checked.he.input_bound, checked.he.max_samples) == (
+        "per_sample",
+        4.0,
+        1,
+    )
+    assert spec_from_dict(he_spec()).he.poly_modulus_degree == 0
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"protocol": {"dealer": "ttp"}}, "set dealer = 'none'"),
+        ({"party": [CLIENT, SERVER, {**SERVER, "name": "other"}]}, "exactly two parties"),
+        ({"party": [CLIENT, {**SERVER, "roles": ["data_owner"]}]}, "role 'model_owner'"),
+        ({"party": [{**CLIENT, "roles": ["data_owner"]}, SERVER]}, "only the client decrypts"),
+        ({"party": [CLIENT, {**SERVER, "roles": ["model_owner", "receiver"]}]}, "no other party"),
+        ({"party": [CLIENT, {**SERVER, "crypten": True}]}, "server is in it \\(crypten = true\\)"),
+        ({"dp": {"epsilon": 1.0, "delta": 1e-5}}, "does not apply differential privacy"),
+        ({"data": {"partition": "vertical"}}, "partition = 'horizontal'"),
+        ({"data": {"source": "sklearn:nope"}}, "must be one of"),
+        ({"he": {"output": "probabilities"}}, "for \\[model\\] kind = 'logreg'"),
+        ({"he": {"mode": "fast"}}, "one of 'batched', 'per_sample'"),
+        ({"he": {"poly_modulus_degree": 4096}}, "8192, 16384, 32768"),
+        ({"he": {"scale_bits": 70}}, "20..50"),
+        ({"he": {"input_bound": 0}}, "input_bound"),
+    ],
+)
+def test_bad_he_specs_are_refused(changes, message):
+    with pytest.raises(SpecError, match=message):
+        spec_from_dict(he_spec(**changes))
