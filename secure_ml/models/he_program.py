@@ -11,9 +11,11 @@ as a chain of
   kernel does not reach;
 - ``Square`` activations (``secure_ml.models.Square``, which ``mpc.train``
   trains too);
-- a final ``OddCubic``, the sigmoid as c0 + c1 x + c3 x^3, least-squares
-  fitted over the whole range the logit can reach (``fit_sigmoid``), when the
-  server is to return probabilities instead of a logit.
+- a final ``OddCubic``, the sigmoid as c0 + c1 t + c3 t^3 of t = logit / L,
+  least-squares fitted over the whole range [-L, L] the logit can reach
+  (``fit_sigmoid``), when the server is to return probabilities instead of a
+  logit. The 1/L is folded into the last affine map, so the coefficients stay
+  of order one and encode precisely whatever L is.
 
 ``compile_model`` checks the chain against the model on random inputs and
 refuses what it cannot express (ReLU, max pooling, ...), naming the layer.
@@ -59,7 +61,10 @@ class Square:
 
 @dataclass(frozen=True)
 class OddCubic:
-    """y = c0 + c1 x + c3 x^3, elementwise (a sigmoid fitted over [-limit, limit])."""
+    """y = c0 + c1 t + c3 t^3, elementwise, of t = logit / limit (t in [-1, 1]).
+
+    The sigmoid on [-limit, limit]; ``max_error`` is its largest error there.
+    """
 
     c0: float
     c1: float
@@ -113,19 +118,19 @@ class HEProgram:
                 levels.append(float(bound.max()))
             else:
                 largest = float(bound.max())
-                levels.append(max(largest**2, abs(step.c3) * largest))
+                levels.append(max(largest**2, abs(step.c3) * largest, abs(step.c1) * largest))
                 bound = abs(step.c0) + abs(step.c1) * bound + abs(step.c3) * bound**3
                 levels.append(float(bound.max()))
         return levels
 
 
 def fit_sigmoid(limit: float) -> OddCubic:
-    """Least-squares c0 + c1 x + c3 x^3 for the sigmoid on [-limit, limit], and its max error."""
-    x = torch.linspace(-limit, limit, _FIT_POINTS, dtype=torch.float64)
-    target = torch.sigmoid(x) - 0.5  # odd, so c0 = 1/2 and only odd powers remain
-    basis = torch.stack([x, x**3], dim=1)
-    c1, c3 = torch.linalg.lstsq(basis, target.unsqueeze(1)).solution.squeeze(1).tolist()
-    error = float((0.5 + c1 * x + c3 * x**3 - torch.sigmoid(x)).abs().max())
+    """Least-squares c0 + c1 t + c3 t^3 for sigmoid(limit t), t in [-1, 1]; and its max error."""
+    t = torch.linspace(-1.0, 1.0, _FIT_POINTS, dtype=torch.float64)
+    exact = torch.sigmoid(limit * t)
+    basis = torch.stack([t, t**3], dim=1)  # sigmoid - 1/2 is odd: c0 = 1/2, odd powers only
+    c1, c3 = torch.linalg.lstsq(basis, (exact - 0.5).unsqueeze(1)).solution.squeeze(1).tolist()
+    error = float((0.5 + c1 * t + c3 * t**3 - exact).abs().max())
     return OddCubic(c0=0.5, c1=c1, c3=c3, limit=float(limit), max_error=error)
 
 
@@ -171,8 +176,9 @@ def compile_model(
         if program.out_features != 1:
             raise SpecError("[he] output = 'probabilities' needs a binary model with one logit; "
                             "use output = 'logits' (the client applies softmax)")  # fmt: skip
-        logit_bound = program.worst_case_bounds(input_bound)[-1]
-        program = HEProgram((*steps, fit_sigmoid(logit_bound)), in_features, 1)
+        limit = program.worst_case_bounds(input_bound)[-1]
+        scaled = Affine(affine.weight / limit, affine.bias / limit)  # t = logit / limit
+        program = HEProgram((*steps[:-1], scaled, fit_sigmoid(limit)), in_features, 1)
     return program
 
 

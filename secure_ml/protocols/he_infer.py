@@ -41,7 +41,9 @@ Stages, and what each party sends and learns:
 
 from __future__ import annotations
 
+import math
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -59,6 +61,11 @@ if TYPE_CHECKING:
     from secure_ml.sharing.ckks_params import CKKSParams
     from secure_ml.spec import Spec
 
+#: what a server accepts from a client's announcement (memory stays bounded)
+MAX_FEATURES = 16384
+MAX_SAMPLES = 10**7
+#: the most outputs a client waits for per round trip
+MAX_OUTPUTS = 16384
 #: the plan and shape messages are small JSON objects
 PLAN_KEYS = ("params", "depth", "out_features", "in_features")
 
@@ -93,7 +100,7 @@ def client_inputs(spec: Spec, party: Party) -> tuple[torch.Tensor, torch.Tensor 
 
 def make_plan(spec: Spec, shape: tuple[int, ...]) -> tuple[HEProgram, CKKSParams]:
     """The server's program and the CKKS parameters it needs (refused if it cannot fit)."""
-    from secure_ml.models.he_program import compile_model
+    from secure_ml.models.he_program import Affine, compile_model
     from secure_ml.sharing.ckks_params import choose_params, output_bits
 
     he = spec.he
@@ -108,13 +115,15 @@ def make_plan(spec: Spec, shape: tuple[int, ...]) -> tuple[HEProgram, CKKSParams
         poly_modulus_degree=he.poly_modulus_degree or None,
         scale_bits=he.scale_bits or None,
     )
-    if he.mode == "per_sample" and program.in_features + 1 > params.slots:
-        raise SecureMLError(f"a sample of {program.in_features} values does not fit "
-                            f"{params.slots} slots; use [he] mode = 'batched'")  # fmt: skip
+    if he.mode == "per_sample":
+        widest = max(max(step.weight.shape) for step in program.steps if isinstance(step, Affine))
+        if widest + 1 > params.slots:  # the constant 1 rides in every vector
+            raise SecureMLError(f"a layer of {widest} values does not fit {params.slots} slots "
+                                "with its constant; use [he] mode = 'batched'")  # fmt: skip
     return program, params
 
 
-def read_plan(message: Any) -> tuple[CKKSParams, int, int]:
+def read_plan(message: Any, in_features: int) -> tuple[CKKSParams, int, int]:
     """The server's plan as the client checks it: secure parameters, depth within the chain."""
     from secure_ml.sharing.ckks_params import CKKSParams
 
@@ -124,6 +133,10 @@ def read_plan(message: Any) -> tuple[CKKSParams, int, int]:
     depth, out_features = message["depth"], message["out_features"]
     if not all(isinstance(v, int) and v >= 1 for v in (depth, out_features)):
         raise CiphertextError("the server's plan is malformed (depth, out_features)")
+    if message["in_features"] != in_features or out_features > MAX_OUTPUTS:
+        raise CiphertextError(f"the server's plan reads {message['in_features']} values per "
+                              f"sample (we send {in_features}) and returns {out_features} "
+                              f"(at most {MAX_OUTPUTS}); refused")  # fmt: skip
     if depth > params.depth:
         raise CiphertextError(f"the model's depth {depth} exceeds the chain's {params.depth} "
                               "rescales; refused before encrypting anything")  # fmt: skip
@@ -133,10 +146,10 @@ def read_plan(message: Any) -> tuple[CKKSParams, int, int]:
 # ------------------------------------------------------------------ stage 4 --
 
 
-def chunks(n: int, params: CKKSParams, mode: str) -> list[int]:
+def chunks(n: int, params: CKKSParams, mode: str) -> Iterator[int]:
     """Samples per round trip: up to N/2 per ciphertext batch, or one at a time."""
     size = params.slots if mode == "batched" else 1
-    return [min(size, n - start) for start in range(0, n, size)]
+    return (min(size, n - start) for start in range(0, n, size))
 
 
 def client_rounds(session: Session, x: torch.Tensor, context: Any, params: CKKSParams,
@@ -179,16 +192,17 @@ def server_rounds(session: Session, program: HEProgram, context: Any, params: CK
         if mode == "batched":
             columns = [
                 he.read_ciphertext(context, session.receive_bytes(sender=peer, limit=limit),
-                                   size=size)
+                                   size=size, fresh=True)
                 for _ in range(program.in_features)
             ]  # fmt: skip
             began = time.perf_counter()
             answers = he.evaluate_columns(program, columns, context, scale_bits=params.scale_bits)
         else:
             row = he.read_ciphertext(context, session.receive_bytes(sender=peer, limit=limit),
-                                     size=program.in_features + 1)  # fmt: skip
+                                     size=program.in_features + 1, fresh=True)  # fmt: skip
             began = time.perf_counter()
             answers = [he.evaluate_row(program, row)]
+        answers = he.rerandomised(context, answers)
         evaluating += time.perf_counter() - began
         for data in he.serialize(answers):
             session.send_bytes(data, to=peer)
@@ -205,7 +219,9 @@ def run_client(session: Session) -> PartyOutput:
     peer = server(spec).name
     x, y, clamped = client_inputs(spec, session.party)
     session.send_object({"shape": list(x.shape[1:]), "samples": len(x)}, to=peer)
-    params, depth, out_features = read_plan(session.receive_object(sender=peer))
+    params, depth, out_features = read_plan(
+        session.receive_object(sender=peer), math.prod(x.shape[1:])
+    )
     galois = spec.he.mode == "per_sample"
     began = time.perf_counter()
     context = he.new_context(params, galois=galois)
@@ -229,7 +245,7 @@ def run_client(session: Session) -> PartyOutput:
         "samples_per_second": len(x) / sum(times),
         "seconds_per_sample": sum(times) / len(x),
         "latency_s": sorted(times)[len(times) // 2],
-        "samples_per_round_trip": max(chunks(len(x), params, spec.he.mode)),
+        "samples_per_round_trip": next(chunks(len(x), params, spec.he.mode)),
         "bytes_client_to_server": up,
         "bytes_server_to_client": down,
         "public_context_bytes": len(public),
@@ -255,7 +271,7 @@ def run_server(session: Session) -> PartyOutput:
 
     spec = session.spec
     peer = client(spec).name
-    shape, n_samples = _read_shape(session.receive_object(sender=peer))
+    shape, n_samples = read_shape(session.receive_object(sender=peer))
     program, params = make_plan(spec, shape)
     session.send_object({"params": params.to_message(), "depth": program.depth,
                          "out_features": program.out_features,
@@ -270,18 +286,22 @@ def run_server(session: Session) -> PartyOutput:
         cubic = program.steps[-1]
         metrics["sigmoid_approximation"] = {
             "range": [-cubic.limit, cubic.limit], "max_abs_error": cubic.max_error,
-            "coefficients": [cubic.c0, cubic.c1, 0.0, cubic.c3],
+            "coefficients_of_logit_over_range": [cubic.c0, cubic.c1, 0.0, cubic.c3],
         }  # fmt: skip
     return PartyOutput(metrics=metrics, timings={"evaluate": evaluating})
 
 
-def _read_shape(message: Any) -> tuple[tuple[int, ...], int]:
+def read_shape(message: Any) -> tuple[tuple[int, ...], int]:
     ok = isinstance(message, dict) and set(message) == {"shape", "samples"}
     shape = message.get("shape") if ok else None
     samples = message.get("samples") if ok else None
     if not (isinstance(shape, list) and shape and all(isinstance(d, int) and d > 0 for d in shape)
             and isinstance(samples, int) and samples > 0):  # fmt: skip
         raise CiphertextError("the client's announcement (sample shape and count) is malformed")
+    if math.prod(shape) > MAX_FEATURES or samples > MAX_SAMPLES:
+        raise CiphertextError(f"the client announced {samples} samples of shape {shape}: more "
+                              f"than {MAX_SAMPLES} samples or {MAX_FEATURES} values per "
+                              "sample is refused")  # fmt: skip
     return tuple(shape), samples
 
 

@@ -14,9 +14,13 @@ Layout of the chain ``[q0, scale, ..., scale, special]``:
   plaintext weight or by another ciphertext) is followed by one rescale, which
   drops one of them;
 - ``q0``, the last prime left after ``depth`` rescales, must hold the output:
-  a decrypted value v needs ``|v| * 2^scale_bits < q0 / 2``, so q0 has
-  ``scale_bits + ceil(log2(bound)) + 1`` bits (at least ``scale_bits + 10``,
-  for the precision of small values, and at most 60, SEAL's prime size);
+  a decrypted value v needs ``|v| * 2^scale_bits < q0 / 2`` strictly, and
+  SEAL's primes sit just below their power of two, so q0 has ``scale_bits +
+  output_bits(bound) + 1 + GUARD_BITS`` bits (at least ``scale_bits + 10``, for
+  the precision of small values, and at most 60, SEAL's prime size). The
+  guard covers the drift of the true scale (after a rescale it is
+  2^(2 scale) / q_i, a little above the 2^scale TenSEAL records) and the
+  noise; the same margin applies at every level;
 - the special prime (key switching) is as large as q0.
 """
 
@@ -36,6 +40,8 @@ MAX_BITS_128: dict[int, int] = {
 DEGREES: tuple[int, ...] = (8192, 16384, 32768)
 DEFAULT_SCALE_BITS: dict[int, int] = {8192: 30, 16384: 40, 32768: 40}
 MAX_PRIME_BITS = 60
+#: bits of margin above the worst-case bound at every level (scale drift, noise)
+GUARD_BITS = 2
 #: headroom of q0 over the scale, for the precision of values near zero
 MIN_HEADROOM_BITS = 10
 
@@ -114,9 +120,12 @@ class CKKSParams:
 
 
 def output_bits(bounds: Sequence[float]) -> int:
-    """Bits above the binary point that the largest of ``bounds`` needs."""
-    largest = max((abs(b) for b in bounds), default=1.0)
-    return max(0, math.ceil(math.log2(max(largest, 1.0))))
+    """Bits above the binary point that the largest of ``bounds`` needs: |v| < 2^bits.
+
+    ``floor(log2(b)) + 1``, not ``ceil``: a bound of exactly 2^k needs k + 1 bits.
+    """
+    largest = max((abs(b) for b in bounds), default=0.0)
+    return math.floor(math.log2(largest)) + 1 if largest >= 1.0 else 0
 
 
 def choose_params(
@@ -131,7 +140,7 @@ def choose_params(
     ``level_bits[k]`` is ``output_bits`` of the values after the k-th of the
     ``depth`` multiplications (``level_bits[0]``: the inputs): after k rescales
     a value sits under ``q0`` plus ``depth - k`` middle primes, so q0 must
-    cover ``level_bits[k] + scale + 1 - scale * (depth - k)`` bits.
+    cover ``level_bits[k] + scale + 1 + GUARD_BITS - scale * (depth - k)`` bits.
     Raises ``SpecError`` naming what to change when nothing fits.
     """
     if len(level_bits) != depth + 1:
@@ -139,7 +148,9 @@ def choose_params(
     degrees = (poly_modulus_degree,) if poly_modulus_degree else DEGREES
     for degree in degrees:
         scale = scale_bits or DEFAULT_SCALE_BITS.get(degree, 40)
-        need = max(bits + scale + 1 - scale * (depth - k) for k, bits in enumerate(level_bits))
+        need = max(
+            bits + scale + 1 + GUARD_BITS - scale * (depth - k) for k, bits in enumerate(level_bits)
+        )
         q0 = max(need, scale + MIN_HEADROOM_BITS)
         if q0 > MAX_PRIME_BITS:
             raise SpecError(

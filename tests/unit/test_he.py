@@ -26,8 +26,8 @@ DEPTH3 = CKKSParams(8192, (40, 30, 30, 30, 40), 30)
 def test_parameters_come_from_depth_and_value_range_within_128_bit_security():
     small = choose_params(depth=3, level_bits=[2, 5, 9, 10])
     assert small.poly_modulus_degree == 8192 and small.coeff_mod_bit_sizes[1:4] == (30, 30, 30)
-    # q0 holds the output: 10 bits above the point, the scale, a sign bit
-    assert small.coeff_mod_bit_sizes[0] == 41 and small.total_bits <= MAX_BITS_128[8192]
+    # q0 holds the output: 10 bits above the point, the scale, a sign bit, 2 guard bits
+    assert small.coeff_mod_bit_sizes[0] == 43 and small.total_bits <= MAX_BITS_128[8192]
     deep = choose_params(depth=5, level_bits=[2] * 6)
     assert deep.poly_modulus_degree == 16384 and deep.depth == 5
     assert deep.describe()["security_bits"] == 128
@@ -35,7 +35,8 @@ def test_parameters_come_from_depth_and_value_range_within_128_bit_security():
         choose_params(depth=5, level_bits=[2] * 6, poly_modulus_degree=8192)
     with pytest.raises(SpecError, match="input_bound"):
         choose_params(depth=3, level_bits=[2, 5, 9, 40])
-    assert output_bits([0.3, -1000.0]) == 10
+    assert output_bits([0.3, -1000.0]) == 10 and output_bits([1024.0]) == 11
+    assert output_bits([0.5]) == 0
 
 
 def test_parameters_below_128_bit_security_are_refused():
@@ -102,19 +103,28 @@ def test_layers_ckks_cannot_evaluate_and_broken_weights_are_refused():
 def test_worst_case_bounds_hold_and_the_sigmoid_cubic_is_fitted_over_them():
     program = compile_model(_square_mlp(), (64,))
     bounds = program.worst_case_bounds(2.0)
-    x = (torch.rand(2000, 64, dtype=torch.float64) * 4 - 2).sign() * 2  # corners of the box
+    generator = torch.Generator().manual_seed(0)
+    x = (torch.rand(2000, 64, generator=generator, dtype=torch.float64) - 0.5).sign() * 2
     assert float(program.evaluate(x).abs().max()) <= bounds[-1]
     assert len(bounds) == program.depth + 1 and bounds[0] == 2.0
     cubic = fit_sigmoid(4.0)
     grid = torch.linspace(-4, 4, 101, dtype=torch.float64)
-    values = cubic.c0 + cubic.c1 * grid + cubic.c3 * grid**3
+    t = grid / 4.0  # the cubic reads the logit over its range
+    values = cubic.c0 + cubic.c1 * t + cubic.c3 * t**3
     assert cubic.c0 == 0.5 and cubic.max_error < 0.04
     assert float((values - torch.sigmoid(grid)).abs().max()) <= cubic.max_error + 1e-12
+    # a wide range keeps coefficients of order one (they must encode at the scale)
+    wide = fit_sigmoid(1000.0)
+    assert 0.1 < abs(wide.c1) < 10 and 0.1 < abs(wide.c3) < 10
     torch.manual_seed(0)
     model = LogisticRegression(5, 1)
     logreg = compile_model(model, (5,), probabilities=True, input_bound=1.0)
-    logit_bound = compile_model(model, (5,)).worst_case_bounds(1.0)[-1]
+    plain = compile_model(model, (5,))
+    logit_bound = plain.worst_case_bounds(1.0)[-1]
     assert logreg.steps[-1].limit == pytest.approx(logit_bound) and logreg.depth == 3
+    x = torch.rand(50, 5, dtype=torch.float64) * 2 - 1
+    expected = torch.sigmoid(plain.evaluate(x))
+    assert (logreg.evaluate(x) - expected).abs().max() <= logreg.steps[-1].max_error + 1e-9
 
 
 # --------------------------------------------------------------- tenseal --
@@ -241,3 +251,63 @@ def test_an_example_shaped_he_spec_is_accepted():
 def test_bad_he_specs_are_refused(changes, message):
     with pytest.raises(SpecError, match=message):
         spec_from_dict(he_spec(**changes))
+
+
+# --------------------------------------------------- range and hostile peers --
+
+
+def test_an_output_exactly_at_its_worst_case_bound_decrypts_with_its_sign():
+    model = LogisticRegression(256, 1)
+    with torch.no_grad():
+        model.linear.weight.fill_(1.0)
+        model.linear.bias.zero_()
+    program = compile_model(model, (256,), input_bound=4.0)
+    bounds = program.worst_case_bounds(4.0)
+    assert bounds[-1] == 1024.0  # 2^10 exactly: it needs 11 bits above the point
+    params = choose_params(depth=1, level_bits=[output_bits([b]) for b in bounds])
+    context = he.new_context(params, galois=False)
+    x = torch.full((2, 256), 4.0, dtype=torch.float64)
+    x[1] = -4.0
+    answers = he.evaluate_columns(
+        program, he.encrypt_columns(context, x), context, scale_bits=params.scale_bits
+    )
+    got = he.decrypt_columns(answers)[:, 0]
+    # the right sign, off only by the scale's drift (2^60 / q1 is not exactly 2^30)
+    assert torch.allclose(got, torch.tensor([1024.0, -1024.0], dtype=torch.float64), rtol=1e-4)
+
+
+def test_only_fresh_ciphertexts_are_accepted_and_answers_are_rerandomised(secret):
+    (fresh,) = he.encrypt_columns(secret, torch.ones(4, 1))
+    assert he.read_ciphertext(secret, fresh.serialize(), size=4, fresh=True).size() == 4
+    lower = fresh * 1.0  # rescaled: one level down
+    with pytest.raises(CiphertextError, match="not a fresh encryption"):
+        he.read_ciphertext(secret, lower.serialize(), size=4, fresh=True)
+    unrelinearised = secret.copy()
+    unrelinearised.auto_relin = False
+    (three,) = he.encrypt_columns(unrelinearised, torch.ones(4, 1))
+    with pytest.raises(CiphertextError, match="not a fresh encryption"):
+        he.read_ciphertext(secret, (three * three).serialize(), size=4, fresh=True)
+    (again,) = he.rerandomised(secret, [lower])
+    assert again.serialize() != lower.serialize()
+    values = torch.tensor(again.decrypt(), dtype=torch.float64)
+    assert torch.allclose(values, torch.ones(4, dtype=torch.float64), atol=1e-3)
+
+
+def test_announcements_and_plans_out_of_bounds_are_refused():
+    from secure_ml.protocols.he_infer import read_plan, read_shape
+
+    assert read_shape({"shape": [64], "samples": 3}) == ((64,), 3)
+    with pytest.raises(CiphertextError, match="is refused"):
+        read_shape({"shape": [100_000], "samples": 1})
+    with pytest.raises(CiphertextError, match="is refused"):
+        read_shape({"shape": [64], "samples": 10**9})
+    with pytest.raises(CiphertextError, match="malformed"):
+        read_shape({"shape": [64], "samples": -1})
+    plan = {"params": DEPTH3.to_message(), "depth": 3, "out_features": 10, "in_features": 64}
+    assert read_plan(plan, 64) == (DEPTH3, 3, 10)
+    with pytest.raises(CiphertextError, match="we send 63"):
+        read_plan(plan, 63)
+    with pytest.raises(CiphertextError, match="exceeds the chain"):
+        read_plan({**plan, "depth": 4}, 64)
+    with pytest.raises(CiphertextError, match="returns 100000"):
+        read_plan({**plan, "out_features": 100_000}, 64)
