@@ -59,6 +59,18 @@ the no-dp one's, with ``bytes_ratio_to_non_dp`` and ``rounds_ratio_to_non_dp``
 beside it; it carries ``epsilon``, ``noise_multiplier``,
 ``noise_multiplier_total``, ``steps`` and ``sample_rate`` from its privacy
 block, and ``error_vs_plain`` = |accuracy - opacus_accuracy| of the same run.
+
+HE inference beside MPC inference: task ``he_infer_digits_mlp`` (``he_rows``)
+trains a 64-32-10 square MLP once in plaintext and predicts on the digits test
+split with ``he.infer batched`` (one CKKS ciphertext per input feature),
+``he.infer per_sample`` (one per sample, ``Settings.he_samples`` rows),
+``tenseal naive`` (TenSEAL's tutorial evaluation, one sample per ciphertext, in
+this process without transport, measured together with the batched run and with
+its CKKS parameters) and ``secure_ml`` (``mpc.infer``, 2 parties and the TTP
+dealer), whatever the suite's ``parties``; ``ckks batched full slots`` is the
+batched evaluation in this process on N/2 rows (the test split repeated), under
+the naive run's conditions. The batched records'
+``throughput_ratio_to_naive`` is their samples per second over the naive one's.
 """
 
 from __future__ import annotations
@@ -80,6 +92,11 @@ from secure_ml.bench.names import (
     DP_ERROR,
     DP_PREFIX,
     ENCRYPTED,
+    HE_BATCHED,
+    HE_FULL,
+    HE_NAIVE,
+    HE_PER_SAMPLE,
+    HE_TASK,
     NO_DP,
     NON_DP_RATIO,
     PLAIN_CHANNEL_RATIO,
@@ -111,8 +128,11 @@ ABLATION_TASK = "logreg_breast_cancer"
 ENCRYPTED_TRANSPORT = {"encryption": "on"}
 #: the phase in result["timings"] that is a task kind's wall time
 PHASES = {"train": "train", "infer": "predict", "release": "stats"}
-#: variants measured together with the plain ``secure_ml`` step just before them
-COMPANIONS = (ENCRYPTED, NO_DP)
+#: variant -> the step just before it that it is measured together with
+COMPANIONS = {ENCRYPTED: "secure_ml", NO_DP: "secure_ml", HE_NAIVE: HE_BATCHED,
+              HE_FULL: HE_NAIVE}  # fmt: skip
+#: HE runners, by protocol name (he_rows)
+HE_MODES = {HE_BATCHED: "batched", HE_PER_SAMPLE: "per_sample"}
 
 
 @dataclass(frozen=True)
@@ -136,8 +156,8 @@ SUITES = {
     # quick runs in CI: 2 parties, and only the before (all off) beside the after (all on)
     "quick": Suite(
         "quick",
-        Settings(epochs=1, hidden=(16,)),
-        ("logreg_breast_cancer", "dp_stats_breast_cancer", "dp_logreg_breast_cancer"),
+        Settings(epochs=1, hidden=(16,), he_samples=3),
+        ("logreg_breast_cancer", "dp_stats_breast_cancer", "dp_logreg_breast_cancer", HE_TASK),
         parties=(2,),
         ablations=("none",),
     ),
@@ -151,6 +171,7 @@ SUITES = {
             "resnet18_infer",
             "dp_stats_breast_cancer",
             "dp_logreg_breast_cancer",
+            HE_TASK,
         ),
         repeats=2,
         sweeps={"parties": (2, 3, 4, 5), "batch_size": (32, 64, 128), "hidden": (16, 32, 64)},
@@ -235,6 +256,10 @@ def secure_ml_run(
         measured.update(from_result(result))
     if task.dp_sgd:
         measured.update(dp_sgd_rows.from_result(result))
+    if task.he:
+        from secure_ml.bench.he_rows import mpc_fields
+
+        measured.update(mpc_fields(result, measured["wall_s"]))
     return measured
 
 
@@ -308,6 +333,11 @@ def plan(suite: Suite) -> list[Step]:
             for n in (task.parties,) if task.parties else suite.parties:
                 steps += _threshold_steps(name, n, settings)
             continue
+        if task.he:  # HE batched + naive, HE per sample, mpc.infer with 2 parties
+            from secure_ml.bench.he_rows import steps as he_steps
+
+            steps += he_steps(name, settings)
+            continue
         for n in suite.parties:
             if task.raw_baseline is not None:
                 steps.append((name, "raw_crypten", n, settings))
@@ -347,7 +377,7 @@ def _threshold_steps(name: str, parties: int, settings: Settings) -> list[Step]:
 
 def together(steps: list[Step]) -> list[list[Step]]:
     """``steps`` grouped for measuring: an encrypted (or no-dp) step joins the plain one
-    before it.
+    before it, the naive HE baseline the batched HE step before it.
 
     A group's repeats are interleaved (``_measure_together``); every other
     step is a group of its own.
@@ -356,10 +386,11 @@ def together(steps: list[Step]) -> list[list[Step]]:
     for step in steps:
         before = groups[-1][-1] if groups else None
         if (
-            step[1] in COMPANIONS
-            and before is not None
-            and before[1] == "secure_ml"
-            and (before[0], before[2], before[3]) == (step[0], step[2], step[3])
+            before is not None
+            and COMPANIONS.get(step[1]) == before[1]
+            and (before[0], before[3]) == (step[0], step[3])
+            # the naive baseline runs in one process beside the 2-party batched run
+            and (before[2] == step[2] or step[1] in (HE_NAIVE, HE_FULL))
         ):
             groups[-1].append(step)
         else:
@@ -375,9 +406,21 @@ RUNNERS = {
 }
 
 
+def _he_runner(protocol: str) -> Runner:
+    from secure_ml.bench import he_rows
+
+    if protocol == HE_NAIVE:
+        return he_rows.naive_run
+    if protocol == HE_FULL:
+        return he_rows.full_slots_run
+    return functools.partial(he_rows.he_run, mode=HE_MODES[protocol])
+
+
 def runner_for(protocol: str) -> Runner:
     """The runner for ``protocol``, with an ablation's [mpc] switches (or the
     encrypted variant's [transport]) bound to it."""
+    if protocol in (*HE_MODES, HE_NAIVE, HE_FULL):
+        return _he_runner(protocol)
     runner = RUNNERS[protocol.split()[0]]
     if protocol == ENCRYPTED:
         return functools.partial(runner, transport=ENCRYPTED_TRANSPORT)
@@ -410,8 +453,8 @@ def run_suite(
         repeats = 1 if "sweep" in protocols[0] else suite.repeats
         runners = [runner_for(protocol) for protocol in protocols]
         measured = _measure_together(runners, TASKS[task_name], settings, parties, repeats)
-        for protocol, summary in zip(protocols, measured, strict=True):
-            records.append({"task": task_name, "protocol": protocol, "parties": parties,
+        for (_, protocol, n, _), summary in zip(group, measured, strict=True):
+            records.append({"task": task_name, "protocol": protocol, "parties": n,
                             "settings": settings.__dict__, **summary})  # fmt: skip
     view(f"{_bar(len(steps), len(steps))} done")
     records += peer_records(peers, suite) if peers is not None else []
@@ -460,6 +503,9 @@ def finish(records: list[dict[str, Any]]) -> None:
     _add_ratio_to_all_on(records)
     _add_ratio_to_plain_channel(records)
     _add_ratio_to_non_dp(records)
+    from secure_ml.bench.he_rows import add_throughput_ratio
+
+    add_throughput_ratio(records)
 
 
 def _reference_accuracy(r: dict[str, Any], plain: dict[str, dict[str, Any]]) -> float | None:

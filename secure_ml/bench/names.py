@@ -28,3 +28,16 @@ NO_DP = "secure_ml no-dp"
 NON_DP_RATIO = "ratio_to_non_dp"
 #: the value of a plaintext record's ``baseline`` field when it is Opacus DP-SGD
 OPACUS = "opacus"
+#: CKKS inference beside MPC inference of one model (see ``he_rows``)
+HE_TASK = "he_infer_digits_mlp"
+#: he.infer with one ciphertext per input feature across the whole test split
+HE_BATCHED = "he.infer batched"
+#: he.infer with one ciphertext per sample (one query's latency)
+HE_PER_SAMPLE = "he.infer per_sample"
+#: TenSEAL's tutorial approach in the bench process: one sample per ciphertext, no transport
+HE_NAIVE = "tenseal naive"
+#: the batched evaluation at full packing (N/2 samples: the test split repeated), in the
+#: bench process without transport, like the naive baseline: the packing's capacity
+HE_FULL = "ckks batched full slots"
+#: the batched record's samples per second / the naive baseline's
+HE_RATIO = "throughput_ratio_to_naive"

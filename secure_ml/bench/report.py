@@ -12,6 +12,8 @@ from secure_ml.bench.names import (
     ABLATION_PREFIX,
     CLOSED_FORM,
     ENCRYPTED,
+    HE_RATIO,
+    HE_TASK,
     NO_DP,
     NON_DP_RATIO,
     OPACUS,
@@ -70,14 +72,20 @@ def is_dp_sgd_row(r: dict[str, Any]) -> bool:
     )
 
 
+def is_he_row(r: dict[str, Any]) -> bool:
+    """A record of the HE inference task (HE, its naive baseline, mpc.infer, plaintext)."""
+    return r["task"] == HE_TASK
+
+
 def _in_task_tables(r: dict[str, Any]) -> bool:
-    # sweeps, ablations and DP rows have their own sections; repeating them would bury
+    # sweeps, ablations, DP and HE rows have their own sections; repeating them would bury
     # the headline
     return (
         "sweep" not in r["protocol"]
         and not is_ablation(r)
         and not is_dp_row(r)
         and not is_dp_sgd_row(r)
+        and not is_he_row(r)
     )
 
 
@@ -114,6 +122,7 @@ def markdown(records: list[dict[str, Any]], *, suite: str) -> str:
     lines += optimisation_tables(records)
     lines += dp_tables(records)
     lines += dp_sgd_tables(records)
+    lines += he_tables(records)
     series = sweep_series(records)
     if series:
         lines += ["## Scaling", "", "| variable | values | wall s | MB sent | growth exponent "
@@ -264,6 +273,51 @@ def dp_sgd_tables(records: list[dict[str, Any]]) -> list[str]:
             if r["task"] == task:
                 lines.append(_table_row(_dp_sgd_cells(r)))
         lines.append("")
+    return lines
+
+
+_HE_HEADER = (
+    "| protocol | parties | samples | samples/s | s per sample | latency s | MB up | MB down "
+    "| MB sent | rounds | accuracy | agreement | max abs error | throughput ratio to naive |"
+)
+
+
+def _he_cells(r: dict[str, Any]) -> list[Any]:
+    return [
+        r["protocol"], r["parties"], _fmt(r.get("n_samples")),
+        _fmt(r.get("samples_per_second"), ".4g"), _fmt(r.get("seconds_per_sample")),
+        _fmt(r.get("latency_s")), _fmt(_mb(r.get("bytes_client_to_server"))),
+        _fmt(_mb(r.get("bytes_server_to_client"))), _fmt(_mb(r["bytes"])), _fmt(r["rounds"]),
+        _fmt(r["accuracy"]), _fmt(r.get("agreement_with_plaintext")),
+        _fmt(r.get("max_abs_error")), _fmt(r.get(HE_RATIO), ".4g"),
+    ]  # fmt: skip
+
+
+def he_tables(records: list[dict[str, Any]]) -> list[str]:
+    """The "HE inference vs MPC inference" section: one row per record of the HE task."""
+    rows = [r for r in records if is_he_row(r)]
+    if not rows:
+        return []
+    lines = ["## HE inference vs MPC inference, digits 64-32-10 square MLP", "",
+             "One plaintext-trained model, the digits test split. `he.infer batched` packs one "
+             "input feature of every sample into each CKKS ciphertext (no rotations); "
+             "`he.infer per_sample` sends one ciphertext per sample (Galois keys in the "
+             "context), on a few samples: its latency is one query's round trip. "
+             "`tenseal naive` is TenSEAL's tutorial approach, one sample per ciphertext "
+             "(vector-matrix products), in one process without transport and with the batched "
+             "run's CKKS parameters: the throughput ratio is a batched row's samples/s over its. "
+             "`ckks batched full slots` is the batched evaluation under the same conditions on "
+             "N/2 rows (the test split repeated): the packing's capacity, as a batch costs the "
+             "same up to N/2 samples. "
+             "`secure_ml` is `mpc.infer` of the same weights (model owner and data owner, TTP "
+             "dealer, one batch; inputs not clamped). Samples/s and latency exclude key "
+             "generation; MB up/down is the client's traffic (public context included), MB "
+             "sent the run's total as in the task tables. Agreement: predicted classes equal "
+             "to the plaintext model's on the same inputs; max abs error: on the logits.",
+             ""]  # fmt: skip
+    lines += [_HE_HEADER, "|---" * 14 + "|"]
+    lines += [_table_row(_he_cells(r)) for r in rows]
+    lines.append("")
     return lines
 
 

@@ -13,3 +13,5 @@ class Settings:
     batch_size: int = 64
     hidden: tuple[int, ...] = (32,)
     seed: int = 0
+    #: rows of the HE task's one-sample-per-ciphertext runs (per_sample, naive)
+    he_samples: int = 5

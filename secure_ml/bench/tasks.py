@@ -18,6 +18,8 @@ import torch
 
 from secure_ml.bench.dp_rows import DP_PARTIES, central_dp_stats, dp_stats_spec
 from secure_ml.bench.dp_sgd_rows import opacus_plaintext, with_dp
+from secure_ml.bench.he_rows import mpc_spec, plaintext
+from secure_ml.bench.names import HE_TASK
 from secure_ml.bench.settings import Settings
 from secure_ml.spec import Spec, spec_from_dict
 
@@ -39,6 +41,8 @@ class Task:
     parties: int | None = None
     #: trains with DP-SGD ([dp] in its spec): also run without [dp], measured together
     dp_sgd: bool = False
+    #: HE inference beside MPC inference of one model (see he_rows): its own rows
+    he: bool = False
 
 
 def _parties(n: int, *, vertical: bool, receiver_last: bool = True) -> list[dict[str, Any]]:
@@ -229,5 +233,7 @@ TASKS: dict[str, Task] = {
             metric="dp_error",
             parties=DP_PARTIES,
         ),
+        # he.infer batched and per sample, TenSEAL's naive baseline, mpc.infer (see he_rows)
+        Task(HE_TASK, "infer", mpc_spec, plaintext, he=True),
     )
 }

@@ -54,6 +54,7 @@ __all__ = [
     "public_context_bytes",
     "read_ciphertext",
     "read_public_context",
+    "rerandomised",
     "serialize",
 ]
 
@@ -159,8 +160,15 @@ def serialize(vectors: Sequence[ts.CKKSVector]) -> list[bytes]:
     return [v.serialize() for v in vectors]
 
 
-def read_ciphertext(context: ts.Context, data: bytes, *, size: int) -> ts.CKKSVector:
-    """A peer's ciphertext, refused unless it parses under ``context`` and holds ``size`` values."""
+def read_ciphertext(
+    context: ts.Context, data: bytes, *, size: int, fresh: bool = False
+) -> ts.CKKSVector:
+    """A peer's ciphertext, refused unless it parses under ``context`` and holds ``size`` values.
+
+    ``fresh``: it must also be what an encryption gives, two polynomials at the
+    top data level and the agreed scale, so that the evaluation cannot fail on
+    it half way (a client's input).
+    """
     try:
         vector = ts.ckks_vector_from(context, data)
     except (ValueError, RuntimeError, TypeError):
@@ -168,7 +176,25 @@ def read_ciphertext(context: ts.Context, data: bytes, *, size: int) -> ts.CKKSVe
                               "(malformed, or made with other parameters)") from None  # fmt: skip
     if vector.size() != size:
         raise CiphertextError(f"a ciphertext holds {vector.size()} values, expected {size}")
+    if fresh:
+        (raw,) = vector.ciphertext()
+        top = context.seal_context().data.first_parms_id()
+        if raw.size() != 2 or raw.parms_id() != top or raw.scale != context.global_scale:
+            raise CiphertextError("a ciphertext is not a fresh encryption under the agreed "
+                                  "parameters (level, scale or size differ)")  # fmt: skip
     return vector
+
+
+def rerandomised(context: ts.Context, vectors: Sequence[ts.CKKSVector]) -> list[ts.CKKSVector]:
+    """Each answer plus a fresh public-key encryption of zero, before it is sent.
+
+    The client holds the secret key and chose its ciphertexts' randomness; an
+    answer's second polynomial is otherwise a function of them and of the
+    weights. Adding a fresh encryption of zero makes it uniformly random. There
+    is no noise flooding: the decrypted noise may still carry low-order bits
+    of the weights' rounding.
+    """
+    return [v + ts.ckks_vector(context, [0.0] * v.size()) for v in vectors]
 
 
 # ------------------------------------------------------------ feature-major --
@@ -289,4 +315,20 @@ def naive_per_sample(
     return torch.stack(outputs), seconds
 
 
-__all__ += ["naive_per_sample"]
+def batched_in_process(
+    params: CKKSParams, program: HEProgram, x: torch.Tensor
+) -> tuple[torch.Tensor, float]:
+    """Feature-major evaluation of ``x`` (at most N/2 rows) in one process: the outputs,
+    and the seconds to encrypt, evaluate and decrypt (the context is setup, not timed).
+    The same conditions as ``naive_per_sample``, so that the two compare the packings."""
+    import time
+
+    context = new_context(params, galois=False)
+    began = time.perf_counter()
+    columns = encrypt_columns(context, x)
+    answers = evaluate_columns(program, columns, context, scale_bits=params.scale_bits)
+    outputs = decrypt_columns(answers)
+    return outputs, time.perf_counter() - began
+
+
+__all__ += ["batched_in_process", "naive_per_sample"]

@@ -10,7 +10,18 @@ import sys
 import pytest
 
 from secure_ml.bench.harness import OPTIMISATIONS
-from secure_ml.bench.names import ENCRYPTED, NO_DP, NON_DP_RATIO, PLAIN_CHANNEL_RATIO
+from secure_ml.bench.names import (
+    ENCRYPTED,
+    HE_BATCHED,
+    HE_FULL,
+    HE_NAIVE,
+    HE_PER_SAMPLE,
+    HE_RATIO,
+    HE_TASK,
+    NO_DP,
+    NON_DP_RATIO,
+    PLAIN_CHANNEL_RATIO,
+)
 
 FIELDS = {"task", "protocol", "parties", "wall_s", "bytes", "rounds", "accuracy",
           "error_vs_plain", "ratio_to_raw_crypten", "ratio_to_raw_crypten_closed_form",
@@ -23,6 +34,7 @@ def test_quick_bench_writes_results_report_and_plots(tmp_path):
     done = subprocess.run(
         [sys.executable, "-m", "secure_ml", "bench", "--suite", "quick", "--out", str(tmp_path)],
         # 6 runs + 2 short dp.stats runs + 2 one-epoch DP-SGD runs (with and without DP)
+        # + HE (batched ~10 s, naive and per sample on 3 samples, mpc.infer): ~30 s more
         capture_output=True, text=True, timeout=400,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
@@ -55,9 +67,12 @@ def test_quick_bench_writes_results_report_and_plots(tmp_path):
         assert r["error_vs_plain"] <= 0.05  # switching optimisations off keeps the results
     check_dp_rows(records)
     check_dp_sgd_rows(records)
+    check_he_rows(records)
     report = (tmp_path / "report.md").read_text()
     assert "## logreg_breast_cancer" in report and "## Optimisations (before/after)" in report
     assert "## DP statistics: the collusion threshold's cost" in report
+    assert "## HE inference vs MPC inference, digits 64-32-10 square MLP" in report
+    assert f"| {HE_BATCHED} | 2 |" in report and f"| {HE_NAIVE} | 1 |" in report
     assert "## DP-SGD on shares vs without DP" in report and f"| {NO_DP} | 2 |" in report
     assert f"| {ENCRYPTED} | 2 |" in report and "ratio to plain channel" in report
     assert (tmp_path / "cost.png").stat().st_size > 1000
@@ -104,3 +119,33 @@ def check_dp_sgd_rows(records):
     for value in (dp["accuracy"], dp["opacus_accuracy"], opacus["accuracy"], twin["accuracy"]):
         assert 0 <= value <= 1
     assert dp["error_vs_plain"] == pytest.approx(abs(dp["accuracy"] - dp["opacus_accuracy"]))
+
+
+def check_he_rows(records):
+    """HE batched, its naive baseline, HE per sample and mpc.infer of one model."""
+    rows = {r["protocol"]: r for r in records if r["task"] == HE_TASK}
+    assert set(rows) == {"plaintext", HE_BATCHED, HE_NAIVE, HE_FULL, HE_PER_SAMPLE, "secure_ml"}
+    batched, naive, single, mpc = (rows[p] for p in (HE_BATCHED, HE_NAIVE, HE_PER_SAMPLE,
+                                                     "secure_ml"))  # fmt: skip
+    # the same CKKS parameters for the ratio, and batched beats one sample per ciphertext
+    for key in ("poly_modulus_degree", "coeff_mod_bit_sizes", "scale_bits"):
+        assert naive["ckks"][key] == batched["ckks"][key]
+    assert batched[HE_RATIO] > 1
+    assert batched[HE_RATIO] == pytest.approx(
+        batched["samples_per_second"] / naive["samples_per_second"]
+    )
+    assert naive[HE_RATIO] is None and mpc[HE_RATIO] is None
+    # the issue's bar: full packing is at least 100 times one sample per ciphertext
+    full = rows[HE_FULL]
+    assert full["n_samples"] == full["ckks"]["slots"] and full[HE_RATIO] >= 100
+    assert full["agreement_with_plaintext"] >= 0.9
+    assert batched["n_samples"] == mpc["n_samples"] == rows["plaintext"]["n_samples"]
+    assert naive["n_samples"] == single["n_samples"] == 3  # the quick suite's he_samples
+    for r in (batched, single):
+        assert r["parties"] == 2 and r["dealer"] == "none" and r["rounds"] > 0
+        assert r["bytes_client_to_server"] > 0 and r["bytes_server_to_client"] > 0
+    assert mpc["parties"] == 2 and mpc["dealer"] == "ttp" and mpc["bytes"] > 0
+    for r in (batched, naive, single, mpc):
+        assert r["agreement_with_plaintext"] >= 0.9  # a few epochs' model: no tighter band
+        assert 0 <= r["accuracy"] <= 1 and r["latency_s"] > 0 and r["samples_per_second"] > 0
+        assert r["error_vs_plain"] == r["max_abs_error"] < 1

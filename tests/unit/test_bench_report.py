@@ -16,7 +16,18 @@ from secure_ml.bench.harness import (
     runner_for,
     together,
 )
-from secure_ml.bench.names import ENCRYPTED, NO_DP, NON_DP_RATIO, PLAIN_CHANNEL_RATIO
+from secure_ml.bench.names import (
+    ENCRYPTED,
+    HE_BATCHED,
+    HE_FULL,
+    HE_NAIVE,
+    HE_PER_SAMPLE,
+    HE_RATIO,
+    HE_TASK,
+    NO_DP,
+    NON_DP_RATIO,
+    PLAIN_CHANNEL_RATIO,
+)
 from secure_ml.bench.report import growth_exponent, markdown, sweep_series, write_outputs
 
 
@@ -39,8 +50,13 @@ def test_quick_plan_puts_raw_crypten_beside_every_secure_ml_run():
     expected += [("plaintext", 1), ("secure_ml dp:t=1", 3), ("secure_ml dp:t=2", 3)]
     # DP-SGD: Opacus, then DP-SGD on shares and the same run without [dp]
     expected += [("plaintext", 1), ("secure_ml", 2), (NO_DP, 2)]
+    # HE inference: plaintext, batched HE with its naive baseline and the full-slots
+    # evaluation, HE per sample, mpc.infer
+    expected += [("plaintext", 1), (HE_BATCHED, 2), (HE_NAIVE, 1), (HE_FULL, 1),
+                 (HE_PER_SAMPLE, 2), ("secure_ml", 2)]  # fmt: skip
     expected += [("secure_ml ablation:none", 2)]  # and the before only
     assert protocols == expected
+    assert [t for t, _, _, _ in steps[11:17]] == [HE_TASK] * 6
     assert [t for t, _, _, _ in steps[5:8]] == ["dp_stats_breast_cancer"] * 3
     assert [t for t, _, _, _ in steps[8:11]] == ["dp_logreg_breast_cancer"] * 3
     full = plan(SUITES["full"])
@@ -81,9 +97,13 @@ def test_encrypted_steps_are_measured_with_their_plain_run():
         pairs = [g for g in groups if len(g) > 1]
         expected = [["secure_ml", ENCRYPTED]] * len(suite.parties)
         expected += [["secure_ml", NO_DP]] * len(suite.parties)  # DP-SGD and its twin
+        expected += [[HE_BATCHED, HE_NAIVE, HE_FULL]]  # the in-process HE rows join batched
         assert sorted([p for _, p, _, _ in g] for g in pairs) == sorted(expected)
-        for (task, _, n, settings), (task2, _, n2, settings2) in pairs:
-            assert (task, n, settings) == (task2, n2, settings2)
+        for (task, p, n, settings), *others in pairs:
+            for task2, p2, n2, settings2 in others:
+                assert (task, settings) == (task2, settings2)
+                assert n == n2 or (p, n, p2, n2) in ((HE_BATCHED, 2, HE_NAIVE, 1),
+                                                     (HE_BATCHED, 2, HE_FULL, 1))  # fmt: skip
 
 
 def test_encrypted_runner_turns_encryption_on_and_makes_keys_in_scratch(tmp_path):
@@ -403,3 +423,90 @@ def test_dp_sgd_fields_from_a_result():
                       "sample_rate": 0.125}  # fmt: skip
     twin = from_result({"privacy": None, "metrics": {"plaintext_accuracy": 0.97}})
     assert twin == {"plaintext_accuracy": 0.97}
+
+
+CKKS = {"poly_modulus_degree": 8192, "coeff_mod_bit_sizes": [44, 30, 30, 30, 44], "scale_bits": 30}
+
+
+def he_record(protocol, parties, per_second, n=359, **extra):
+    r = record(protocol, parties, n / per_second, 1000, 0.97, task=HE_TASK)
+    return {**r, "samples_per_second": per_second, "seconds_per_sample": 1 / per_second,
+            "latency_s": 0.5, "bytes_client_to_server": 2e6, "bytes_server_to_client": 1e5,
+            "agreement_with_plaintext": 1.0, "max_abs_error": 0.02, "n_samples": n,
+            **extra}  # fmt: skip
+
+
+def he_records():
+    return [
+        he_record("plaintext", 1, 1e6, max_abs_error=None),
+        he_record(HE_BATCHED, 2, 100.0, ckks=CKKS),
+        # the last repeat's rate (3/s) is not the median's (2/s): the ratio uses the median
+        he_record(HE_NAIVE, 1, 2.0, n=3, ckks={**CKKS, "depth": 3}, samples_per_second=3.0),
+        he_record(HE_FULL, 1, 1000.0, n=4096, ckks=CKKS),
+        he_record(HE_PER_SAMPLE, 2, 1.5, n=3, ckks=CKKS),
+        he_record("secure_ml", 2, 900.0, bytes_client_to_server=None,
+                  bytes_server_to_client=None),
+        record("secure_ml", 2, 1.0, 100, 0.95),  # another task
+    ]  # fmt: skip
+
+
+def test_he_steps_pair_the_naive_baseline_with_the_batched_run():
+    groups = together(plan(SUITES["quick"]))
+    he = [[p for _, p, _, _ in g] for g in groups if g[0][0] == HE_TASK]
+    assert he == [["plaintext"], [HE_BATCHED, HE_NAIVE, HE_FULL], [HE_PER_SAMPLE], ["secure_ml"]]
+    assert SUITES["quick"].settings_for(HE_TASK).he_samples == 3
+    assert SUITES["full"].settings_for(HE_TASK).he_samples == 5
+    assert HE_TASK in SUITES["full"].tasks
+    assert runner_for(HE_PER_SAMPLE).keywords == {"mode": "per_sample"}
+
+
+def test_he_spec_and_mpc_spec_use_the_same_square_mlp(tmp_path, monkeypatch):
+    import torch
+
+    from secure_ml.bench import he_rows
+    from secure_ml.bench.tasks import TASKS
+
+    monkeypatch.setattr(he_rows, "trained_state", lambda seed: {"w": torch.zeros(1)})
+    settings = SUITES["quick"].settings_for(HE_TASK)
+    he = he_rows.he_spec(settings, tmp_path, mode="per_sample")
+    mpc = TASKS[HE_TASK].make_spec(2, settings, tmp_path)
+    assert he["model"] == mpc["model"] == {
+        "kind": "mlp", "hidden": [32], "activation": "square",
+        "weights": str(tmp_path / "he-digits-square-mlp.pt"),
+    }  # fmt: skip
+    assert he["data"] == mpc["data"] and he["he"]["max_samples"] == 3
+    assert mpc["protocol"]["dealer"] == "ttp" and len(mpc["party"]) == 2
+
+
+def test_throughput_ratio_only_on_the_batched_records_with_the_same_ckks():
+    records = he_records()
+    finish(records)
+    assert records[1][HE_RATIO] == pytest.approx(50.0)
+    assert records[3][HE_RATIO] == pytest.approx(500.0)  # the full slots' capacity
+    assert records[2]["samples_per_second"] == pytest.approx(2.0)  # 3 samples / 1.5 s
+    assert all(r[HE_RATIO] is None for i, r in enumerate(records) if i not in (1, 3))
+    assert records[1]["error_vs_plain"] == pytest.approx(0.02)  # the logits' error
+    other = he_records()
+    other[2]["ckks"] = {**CKKS, "scale_bits": 40}  # other parameters: no ratio
+    finish(other)
+    assert other[1][HE_RATIO] is None
+
+
+def test_report_has_an_he_section_and_keeps_its_rows_out_of_the_task_tables(tmp_path):
+    records = he_records()
+    finish(records)
+    report = markdown(records, suite="test")
+    assert f"\n## {HE_TASK}\n" not in report  # no generic task table
+    section = report.split("## HE inference vs MPC inference, digits 64-32-10 square MLP", 1)[1]
+    rows = [cells(line) for line in section.splitlines()
+            if line.startswith("| ") and not line.startswith("| protocol")]  # fmt: skip
+    assert [row[:2] for row in rows] == [["plaintext", "1"], [HE_BATCHED, "2"], [HE_NAIVE, "1"],
+                                         [HE_FULL, "1"], [HE_PER_SAMPLE, "2"],
+                                         ["secure_ml", "2"]]  # fmt: skip
+    # samples, samples/s, s per sample, latency, MB up, MB down, MB sent, rounds, accuracy,
+    # agreement, max abs error, ratio
+    assert rows[1][2:] == ["359", "100", "0.01", "0.5", "2", "0.1", "0.001", "10", "0.97", "1",
+                           "0.02", "50"]  # fmt: skip
+    assert rows[5][6:8] == ["-", "-"] and rows[2][-1] == "-" and rows[3][-1] == "500"
+    write_outputs(records, tmp_path, suite="test")  # the cost plot leaves them out
+    assert (tmp_path / "cost.png").stat().st_size > 1000
